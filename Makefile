@@ -1,0 +1,48 @@
+# lconv workbook — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+DEVICE ?= auto
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.lconv-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data test reproduce lab bench clean clean-venv
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PROFILE=smoke|quick|full (default quick)  DEVICE=auto|cpu|cuda  PYTEST_ARGS=..."
+
+# The venv is (re)built whenever the pinned requirements or the package metadata change.
+$(STAMP): env/requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r env/requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name lconv --display-name "Python (lconv)" >/dev/null
+	@touch $@
+
+setup: $(STAMP) data ## create or refresh .venv from env/, register the Jupyter kernel, install the offline data
+
+data: ## install the offline datasets (Fashion-MNIST, KJV text) from Debian packages when possible
+	@bash env/install-data.sh
+
+test: setup ## run the test suite (includes every notebook in the smoke profile)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+reproduce: setup ## execute every notebook into build/ (PROFILE=quick|full|smoke) and print the summary
+	$(BIN)/python -m lconv.workbook run --profile $(PROFILE) --device $(DEVICE)
+
+lab: setup ## open JupyterLab on notebooks/ with the lconv kernel
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+bench: setup ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
+	$(BIN)/python -m kernels.bench
+
+clean: ## remove build outputs (executed notebooks, figures, results, caches)
+	rm -rf build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+clean-venv: clean ## also remove the virtual environment
+	rm -rf $(VENV)

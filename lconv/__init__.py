@@ -1,0 +1,35 @@
+"""lconv: long convolutions for sequence modelling, the shared package of the workbook.
+
+Every name below is imported lazily from the module that defines it, so `import lconv` is cheap and
+works on machines where optional pieces (Triton, torchvision) are missing.
+"""
+import importlib
+import os
+
+_EXPORTS = {
+    # conv.py: the references every fast path is tested against
+    "fft_conv": "conv", "direct_conv": "conv",
+    # regularize.py
+    "squash": "regularize", "smooth": "regularize", "smooth_freq": "regularize", "kernel_dropout": "regularize",
+    # layers.py
+    "LongConvKernel": "layers", "S4DKernel": "layers", "LongConv": "layers", "optimizer_groups": "layers",
+    "make_optimizer": "layers",
+    # models.py
+    "SequenceClassifier": "models", "CausalLM": "models",
+    # results.py
+    "Results": "results", "provenance": "results", "pick_device": "results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"lconv.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'lconv' has no attribute {name!r}")
+
+
+if os.environ.get("LCONV_NO_NETWORK") == "1":  # set by the tests: notebooks' kernels inherit it
+    from lconv.netguard import block_network
+
+    block_network()

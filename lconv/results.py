@@ -1,0 +1,139 @@
+"""The results-file convention: every notebook records its headline numbers, `make reproduce` gathers them.
+
+A notebook does
+
+    res = Results("02_squash_smooth", results_dir, profile=profile)
+    res.add(claim="LRA avg, long conv + Squash", metric="accuracy %", ours=81.3, paper=86.1, task="ListOps-mini")
+
+and `build/results/02_squash_smooth.json` then holds
+
+    {"notebook": ..., "profile": ..., "provenance": {device, torch, triton, commit, date, ...},
+     "rows": [{"claim", "metric", "paper", "ours", "task", "profile", "device", "note"}, ...]}
+
+The file is rewritten atomically after every `add`, so an interrupted run leaves the rows it had.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SUMMARY_COLUMNS = ("notebook", "claim", "task", "metric", "paper", "ours", "profile", "device")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' means CUDA when available, else CPU; any other string is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_name(device: str | torch.device = "auto") -> str:
+    """A human-readable name of the device: the GPU model, or 'CPU (<n> cores)'."""
+    device = pick_device(device) if isinstance(device, str) else device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+def provenance(device: str | torch.device = "auto") -> dict:
+    """Where a number came from: device, library versions, commit and date."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "commit": _git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write JSON to `path` through a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class Results:
+    """The results file of one notebook (see the module docstring for the format)."""
+
+    def __init__(self, notebook: str, results_dir: str | os.PathLike, profile: str, device: str = "auto"):
+        self.path = Path(results_dir) / f"{notebook}.json"
+        self.notebook, self.profile = notebook, profile
+        self.provenance = provenance(device)
+        self.rows: list[dict] = []
+
+    def add(self, claim: str, metric: str, ours, paper=None, task: str = "", note: str = "") -> dict:
+        """Record one headline number (and the paper's, when the paper has one) and rewrite the file."""
+        if isinstance(ours, torch.Tensor):
+            ours = ours.item()
+        row = {"claim": claim, "task": task, "metric": metric, "paper": paper, "ours": ours,
+               "profile": self.profile, "device": self.provenance["device"], "note": note}
+        self.rows.append(row)
+        self.save()
+        return row
+
+    def save(self) -> Path:
+        return write_json_atomic(self.path, {"notebook": self.notebook, "profile": self.profile,
+                                             "provenance": self.provenance, "rows": self.rows})
+
+    def to_markdown(self) -> str:
+        return markdown_table([{"notebook": self.notebook, **r} for r in self.rows])
+
+
+def load_results(results_dir: str | os.PathLike) -> list[dict]:
+    """Every row of every results file in `results_dir`, each with its notebook's name, in notebook order."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        data = json.loads(path.read_text())
+        rows += [{"notebook": data["notebook"], **row} for row in data.get("rows", [])]
+    return rows
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
+    """Rows as a GitHub-flavoured markdown table (the README and the reproduce summary use it)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
