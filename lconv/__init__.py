@@ -8,12 +8,15 @@ import os
 
 _EXPORTS = {
     # conv.py: the references every fast path is tested against
-    "fft_conv": "conv", "direct_conv": "conv",
+    "fft_conv": "conv", "direct_conv": "conv", "bidirectional_kernel": "conv",
     # regularize.py
     "squash": "regularize", "smooth": "regularize", "smooth_freq": "regularize", "kernel_dropout": "regularize",
     # layers.py
     "LongConvKernel": "layers", "S4DKernel": "layers", "LongConv": "layers", "optimizer_groups": "layers",
     "make_optimizer": "layers",
+    # inspect.py
+    "sparsity": "inspect", "total_variation": "inspect", "high_freq_energy": "inspect", "spectrum": "inspect",
+    "plot_kernels": "inspect",
     # models.py
     "SequenceClassifier": "models", "CausalLM": "models",
     # results.py

@@ -1,0 +1,147 @@
+r"""FFT convolution and its O(L²) reference: the operators every fast path is tested against.
+
+Causal (the default): for u (B, H, L) and a kernel k (H, Lk) with Lk ≤ L,
+
+    y[b, h, t] = Σ_{s=0}^{min(t, Lk−1)} k[h, s] · u[b, h, t − s],        t = 0 … L−1.
+
+`fft_conv` computes this as irfft(rfft(u, n) · rfft(k, n))[..., :L] with n ≥ L + Lk − 1, so the circular
+convolution of size n equals the linear one: no output tap wraps around (the official code uses n = 2L).
+
+Bidirectional (`causal=False`): k has odd length K = 2·Lk − 1 and holds lags −(Lk−1) … (Lk−1), centred:
+k[..., Lk − 1 + s] is the weight of lag s, so y[t] = Σ_s k[Lk − 1 + s] · u[t − s] ("same" convolution).
+`bidirectional_kernel(k_fwd, k_bwd)` builds it the way the official code does from 2C channels: the first half
+is used as is for lags 0 … L−1, the second half is flipped onto the negative lags −1 … −(L−1).
+"""
+import torch
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_tensor(x, name):
+    """Raise unless x is a real floating-point tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOATS:
+        raise ValueError(f"{name} has dtype {x.dtype}; pass a real floating tensor ({name}.float() or "
+                         f"{name}.double()); complex or integer {name} is not supported")
+
+
+def _check_finite(x, name):
+    """Raise on NaN/Inf: they would otherwise spread silently through the FFT to every output tap."""
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf; fix the values upstream (e.g. lower the learning rate, "
+                         f"check the data, or clip with torch.nan_to_num) before the convolution")
+
+
+def _check_inputs(u, k, causal, D=None, check_finite=True):
+    """Validate (u, k, D) for fft_conv/direct_conv; return the kernel's causal length Lk."""
+    _check_tensor(u, "u")
+    _check_tensor(k, "k")
+    if u.ndim != 3:
+        raise ValueError(f"u must be (B, H, L), got shape {tuple(u.shape)}; add a batch dim with u[None] "
+                         "or move the channels: models use (B, L, H), so pass u.transpose(1, 2)")
+    B, H, L = u.shape
+    if k.ndim not in (2, 3):
+        raise ValueError(f"k must be (H, Lk) or (C, H, Lk), got shape {tuple(k.shape)}")
+    if k.ndim == 2 and k.shape[0] == 1 and H != 1:
+        raise ValueError(f"k has shape {tuple(k.shape)} but u has H={H} channels: pass k as (H, L) with one "
+                         f"filter per channel (k.expand({H}, -1) to share one filter)")
+    if k.shape[-2] != H:
+        hint = ""
+        if k.ndim == 3 and k.shape[0] == H:
+            hint = "; k looks like (H, C, L): pass k.transpose(0, 1)"
+        raise ValueError(f"k has {k.shape[-2]} channels (shape {tuple(k.shape)}) but u has H={H} "
+                         f"(shape {tuple(u.shape)}); pass k as (H, L) or (C, H, L) with the same H{hint}")
+    if k.device != u.device:
+        raise ValueError(f"u is on {u.device} but k is on {k.device}; move k with k.to(u.device)")
+    K = k.shape[-1]
+    if causal:
+        if K > L:
+            raise ValueError(f"k has {K} taps but u has length L={L}: taps beyond L−1 never reach the output; "
+                             f"pass k[..., :{L}] (crop the kernel to the sequence length)")
+        Lk = K
+    else:
+        if K % 2 == 0:
+            raise ValueError(f"causal=False needs k of odd length 2·Lk − 1 centred on lag 0, got {K}; build it "
+                             "with lconv.conv.bidirectional_kernel(k_fwd, k_bwd)")
+        Lk = (K + 1) // 2
+        if Lk > L:
+            raise ValueError(f"k spans lags ±{Lk - 1} but u has length L={L}; crop it to the centre "
+                             f"k[..., {Lk - L}:{Lk + L - 1}] (length 2L − 1)")
+    if D is not None:
+        _check_tensor(D, "D")
+        if D.device != u.device:
+            raise ValueError(f"u is on {u.device} but D is on {D.device}; move D with D.to(u.device)")
+        if tuple(D.shape) not in {(H,), tuple(k.shape[:-1])}:
+            raise ValueError(f"D has shape {tuple(D.shape)}; pass D as (H,)=({H},) or k.shape[:-1]="
+                             f"{tuple(k.shape[:-1])}")
+    if check_finite:
+        _check_finite(u, "u")
+        _check_finite(k, "k")
+    return Lk
+
+
+def _compute_dtype(*xs):
+    """fp64 if any input is fp64, else fp32 (half inputs are upcast: the FFT runs in fp32)."""
+    return torch.float64 if any(x is not None and x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+def bidirectional_kernel(k_fwd, k_bwd):
+    """Two-sided kernel (…, 2L − 1) from k_fwd (…, L) (lags 0…L−1) and k_bwd (…, L) (lags −1…−(L−1), flipped).
+
+    Lag −(s+1) gets k_bwd[..., s]; k_bwd[..., L−1] would sit at lag −L, which never reaches an output of
+    length L, so it is dropped (the official code keeps it at a position that only ever meets zero padding).
+    """
+    if k_fwd.shape != k_bwd.shape:
+        raise ValueError(f"k_fwd {tuple(k_fwd.shape)} and k_bwd {tuple(k_bwd.shape)} must have the same shape")
+    return torch.cat([k_bwd[..., :-1].flip(-1), k_fwd], dim=-1)  # (..., 2L − 1)
+
+
+def fft_size(L, Lk):
+    """Smallest power of two n ≥ L + Lk − 1: the circular convolution of size n then has no wrap-around."""
+    return 1 << (L + Lk - 2).bit_length()
+
+
+def fft_conv(u, k, *, causal=True, D=None, check_finite=True):
+    """Zero-padded linear convolution by FFT: u (B, H, L), k (H, Lk) → (B, H, L) or k (C, H, Lk) → (B, C, H, L).
+
+    `D` (H,) or k.shape[:-1] adds the skip u·D. Computes in fp32 (fp64 if an input is fp64), returns u's dtype.
+    `check_finite=False` skips the NaN/Inf check (a host sync on GPU) for benchmarks.
+    """
+    _check_inputs(u, k, causal, D, check_finite)
+    B, H, L = u.shape
+    K = k.shape[-1]
+    dtype = _compute_dtype(u, k, D)
+    n = fft_size(L, K)
+    u_f = torch.fft.rfft(u.to(dtype), n=n)  # (B, H, n/2 + 1)
+    k_f = torch.fft.rfft(k.to(dtype), n=n)  # (H or C·H, n/2 + 1)
+    if k.ndim == 3:
+        u_f = u_f[:, None]  # (B, 1, H, n/2 + 1)
+    y = torch.fft.irfft(u_f * k_f, n=n)  # (B, [C,] H, n)
+    offset = 0 if causal else (K - 1) // 2  # the centre tap of a two-sided kernel is lag 0
+    y = y[..., offset:offset + L]  # (B, [C,] H, L)
+    if D is not None:
+        x = u.to(dtype) if k.ndim == 2 else u.to(dtype)[:, None]  # (B, [1,] H, L)
+        y = y + x * D.to(dtype)[..., None]
+    return y.to(u.dtype)
+
+
+def direct_conv(u, k, *, causal=True, D=None):
+    """O(L·Lk) reference of fft_conv, the sum y[t] = Σ_s k[s]·u[t − s] written out lag by lag."""
+    _check_inputs(u, k, causal, D, check_finite=False)
+    B, H, L = u.shape
+    K = k.shape[-1]
+    dtype = _compute_dtype(u, k, D)
+    x = u.to(dtype) if k.ndim == 2 else u.to(dtype)[:, None]  # (B, [1,] H, L)
+    kk = k.to(dtype)
+    y = torch.zeros(torch.broadcast_shapes(x.shape, kk.shape[:-1] + (L,)), dtype=dtype, device=u.device)
+    center = 0 if causal else (K - 1) // 2
+    for i in range(K):
+        s = i - center  # lag
+        if s >= 0:
+            y[..., s:] += kk[..., i:i + 1] * x[..., :L - s]  # y[t] += k[s]·u[t − s], t ≥ s
+        else:
+            y[..., :L + s] += kk[..., i:i + 1] * x[..., -s:]  # negative lag: reads the future
+    if D is not None:
+        y = y + x * D.to(dtype)[..., None]
+    return y.to(u.dtype)

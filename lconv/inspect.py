@@ -1,0 +1,93 @@
+"""Kernel metrics and plots shared by the notebooks: is a learned kernel sparse in time and smooth in frequency?
+
+All metrics take a kernel tensor whose last dimension is time, (L,), (H, L) or (C, H, L), and return one float
+over every tap of every channel (computed in fp64 on the CPU, without gradients).
+"""
+import torch
+
+
+def _as_kernel(k, who):
+    """Detached fp64 CPU copy of k with a non-empty last (time) dim."""
+    if isinstance(k, torch.nn.Module):
+        k = k()
+    if not isinstance(k, torch.Tensor):
+        k = torch.as_tensor(k)
+    if k.ndim < 1 or k.shape[-1] < 2:
+        raise ValueError(f"{who}: k needs a time dimension (last) of at least 2 taps, got shape {tuple(k.shape)}")
+    if k.is_complex() or not (k.is_floating_point() or k.dtype in (torch.int32, torch.int64)):
+        raise ValueError(f"{who}: k must be real, got dtype {k.dtype}")
+    return k.detach().to("cpu", torch.float64)
+
+
+def sparsity(k):
+    """Fraction of taps that are exactly zero (what Squash produces)."""
+    k = _as_kernel(k, "sparsity")
+    return (k == 0).double().mean().item()
+
+
+def total_variation(k):
+    """Mean |k[t+1] − k[t]| divided by mean |k|: ≈ 0 for smooth kernels, ≈ 1.1 for white noise; 0 for k ≡ 0."""
+    k = _as_kernel(k, "total_variation")
+    scale = k.abs().mean()
+    if scale == 0:
+        return 0.0
+    return ((k[..., 1:] - k[..., :-1]).abs().mean() / scale).item()
+
+
+def spectrum(k):
+    """Magnitude spectrum |rfft(k)| along time: (..., L) → (..., L//2 + 1), bin f at f/L cycles per step."""
+    k = _as_kernel(k, "spectrum")
+    return torch.fft.rfft(k, dim=-1).abs()  # (..., L//2 + 1)
+
+
+def high_freq_energy(k, cutoff=0.5):
+    """Share of spectral energy Σ|rfft(k)|² in bins above `cutoff`·Nyquist (≈ 1 − cutoff for white noise)."""
+    if not 0.0 <= cutoff < 1.0:
+        raise ValueError(f"high_freq_energy: cutoff is a fraction of Nyquist in [0, 1), got {cutoff!r}")
+    k = _as_kernel(k, "high_freq_energy")
+    L = k.shape[-1]
+    power = torch.fft.rfft(k, dim=-1).abs() ** 2  # (..., L//2 + 1)
+    power[..., 1:(L + 1) // 2] *= 2  # one-sided spectrum: bins other than DC and Nyquist count twice
+    frac = torch.arange(power.shape[-1], dtype=torch.float64) / (L / 2)  # bin frequency / Nyquist
+    total = power.sum()
+    if total == 0:
+        return 0.0
+    return (power[..., frac > cutoff].sum() / total).item()
+
+
+def plot_kernels(kernels, channels=(0,), ax=None, max_taps=None):
+    """Plot each named kernel's time domain (left) and magnitude spectrum (right), one row per kernel.
+
+    kernels: dict name → (H, L) or (C, H, L) tensor (C folds into H); channels: indices into H to draw;
+    ax: optional (len(kernels), 2) array of axes. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not isinstance(kernels, dict) or not kernels:
+        raise ValueError("plot_kernels: pass a non-empty dict {name: kernel tensor (H, L)}")
+    n = len(kernels)
+    if ax is None:
+        fig, ax = plt.subplots(n, 2, figsize=(10, 2.6 * n), squeeze=False)
+    else:
+        ax = np.asarray(ax).reshape(n, 2)
+        fig = ax[0, 0].figure
+    for row, (name, k) in enumerate(kernels.items()):
+        k = _as_kernel(k, "plot_kernels")
+        k = k.reshape(-1, k.shape[-1])  # (C·H, L)
+        mag = spectrum(k)  # (C·H, L//2 + 1)
+        taps = k.shape[-1] if max_taps is None else min(max_taps, k.shape[-1])
+        freqs = np.arange(mag.shape[-1]) / k.shape[-1]
+        for h in channels:
+            if not 0 <= h < k.shape[0]:
+                raise ValueError(f"plot_kernels: channel {h} out of range for {name!r} with {k.shape[0]} channels")
+            ax[row, 0].plot(k[h, :taps].numpy(), lw=0.8, label=f"h={h}")
+            ax[row, 1].semilogy(freqs, mag[h].numpy() + 1e-12, lw=0.8, label=f"h={h}")
+        ax[row, 0].set_title(f"{name}: time (sparsity {sparsity(k):.0%}, TV {total_variation(k):.2f})")
+        ax[row, 1].set_title(f"{name}: |spectrum| (high-freq share {high_freq_energy(k):.0%})")
+        ax[row, 0].set_xlabel("lag")
+        ax[row, 1].set_xlabel("frequency (cycles / step)")
+        if len(channels) > 1:
+            ax[row, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,311 @@
+"""Long-convolution layers: kernel parameters (random / exp-decay init, S4D), LongConv, per-parameter LR groups.
+
+The layer follows the official code (HazyResearch/safari, `long_conv.py`): a kernel K of shape (C, H, L) is
+regularised on every forward pass, k = dropout(squash(smooth(K))), convolved with the input by a zero-padded FFT,
+a skip u·D is added, the C channels are flattened and mixed by GELU → dropout → Linear(C·H → 2H) → GLU.
+"""
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lconv.conv import bidirectional_kernel, fft_conv
+from lconv.regularize import kernel_dropout, smooth, smooth_freq, squash
+
+
+def register_param(module, name, tensor, lr=None, weight_decay=0.0):
+    """Register `tensor` as parameter `name` of `module`, tagged with its own optimiser settings (`_optim`)."""
+    param = nn.Parameter(tensor)
+    optim = {"weight_decay": float(weight_decay)}
+    if lr is not None:
+        optim["lr"] = float(lr)
+    param._optim = optim
+    module.register_parameter(name, param)
+    return param
+
+
+def _check_length(L, l_max, who):
+    """Raise unless 1 ≤ L ≤ l_max."""
+    if not isinstance(L, int) or L < 1 or L > l_max:
+        raise ValueError(f"{who}: sequence length L={L} is outside 1..{l_max}; "
+                         f"build the layer with l_max ≥ {L} or crop the input to at most {l_max} steps")
+
+
+class LongConvKernel(nn.Module):
+    """Explicit long-convolution kernel K (C, H, L), returned as dropout(squash(smooth(K)))."""
+
+    def __init__(self, H, L, channels=1, init="random", lam=0.002, smooth_window=None, kernel_dropout=0.0,
+                 lr=1e-3, smooth_freq_window=None):
+        super().__init__()
+        for name, value in (("H", H), ("L", L), ("channels", channels)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"LongConvKernel: {name} must be a positive int, got {value!r}")
+        if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"LongConvKernel: lam must be a finite float ≥ 0 (0 disables Squash), got {lam!r}")
+        if not 0.0 <= kernel_dropout < 1.0:
+            raise ValueError(f"LongConvKernel: kernel_dropout must be in [0, 1), got {kernel_dropout!r}")
+        for name, w in (("smooth_window", smooth_window), ("smooth_freq_window", smooth_freq_window)):
+            if w is not None and (not isinstance(w, int) or w < 1 or w % 2 == 0):
+                raise ValueError(f"LongConvKernel: {name} must be None or an odd int ≥ 1 (e.g. 7), got {w!r}")
+        self.H, self.L, self.channels = H, L, channels
+        self.init, self.lam, self.smooth_window = init, float(lam), smooth_window
+        self.smooth_freq_window, self.p_dropout = smooth_freq_window, float(kernel_dropout)
+
+        if init == "random":
+            K = torch.randn(channels, H, L) * 0.002  # (C, H, L)
+        elif init == "decay":
+            i = torch.arange(H, dtype=torch.float32)[:, None]  # (H, 1) channel index
+            j = torch.arange(L, dtype=torch.float32)[None, :]  # (1, L) time index
+            decay = torch.exp(-(j / L) * (H / 2) ** (i / H))  # (H, L)
+            K = torch.randn(channels, H, L) * 0.02 * decay  # (C, H, L)
+        else:
+            raise ValueError(f"LongConvKernel: init must be 'random' or 'decay', got {init!r}")
+        register_param(self, "raw", K, lr=lr, weight_decay=0.0)
+
+        alive = (K.abs() > self.lam).float().mean().item()
+        if alive < 0.05:
+            warnings.warn(f"LongConvKernel: lam={lam} is large for the init scale: only {alive:.1%} of the kernel "
+                          "entries exceed it, and Squash gives the rest zero gradient forever; use lam ≈ 0.001–0.003",
+                          stacklevel=2)
+
+    def trainable_fraction(self):
+        """Fraction of stored entries with |K| > lam, i.e. those Squash lets through (and gives a gradient)."""
+        return (self.raw.detach().abs() > self.lam).float().mean().item()
+
+    def forward(self, L=None):
+        """Regularised kernel k (C, H, L), cropped to the first L taps if L is given."""
+        L = self.L if L is None else L
+        _check_length(L, self.L, "LongConvKernel")
+        k = self.raw
+        if self.smooth_window is not None and self.smooth_window > 1:
+            k = smooth(k, self.smooth_window)
+        if self.smooth_freq_window is not None and self.smooth_freq_window > 1:
+            k = smooth_freq(k, self.smooth_freq_window)
+        if self.lam > 0:
+            k = squash(k, self.lam)
+        k = kernel_dropout(k, self.p_dropout, self.training)
+        return k[..., :L]  # (C, H, L)
+
+    def extra_repr(self):
+        return (f"H={self.H}, L={self.L}, channels={self.channels}, init={self.init!r}, lam={self.lam}, "
+                f"smooth_window={self.smooth_window}, kernel_dropout={self.p_dropout}")
+
+
+def s4d_kernel(log_dt, log_A_real, A_imag, C, L):
+    """S4D convolution kernel K[c, h, l] = 2·Re(Σ_n C[c,h,n]·B̄[h,n]·Ā[h,n]^l), ZOH with B = 1.
+
+    log_dt (H,), log_A_real (H, N), A_imag (H, N), C (channels, H, N, 2) as real/imag pairs → K (channels, H, L).
+    """
+    dt = torch.exp(log_dt)  # (H,)
+    A = torch.complex(-torch.exp(log_A_real), A_imag)  # (H, N)
+    dtA = A * dt[:, None]  # (H, N)
+    B_bar = (torch.exp(dtA) - 1.0) / A  # (H, N)  ZOH: B̄ = (exp(ΔA) − 1)/A · B
+    l = torch.arange(L, device=log_dt.device, dtype=log_dt.dtype)  # (L,)
+    vandermonde = torch.exp(dtA[..., None] * l)  # (H, N, L)  Ā^l
+    Cc = torch.view_as_complex(C) * B_bar  # (channels, H, N)
+    return 2 * torch.einsum("chn,hnl->chl", Cc, vandermonde).real  # (channels, H, L)
+
+
+class S4DKernel(nn.Module):
+    """Diagonal state-space kernel (S4D) with S4D-Lin or S4D-Inv init, ZOH discretisation, complex C."""
+
+    def __init__(self, H, L, channels=1, d_state=64, init="lin", dt_min=1e-3, dt_max=1e-1, lr=1e-3):
+        super().__init__()
+        if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
+            raise ValueError(f"S4DKernel: d_state must be an even int ≥ 2 (N/2 complex conjugate pairs), "
+                             f"got {d_state!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"S4DKernel: need 0 < dt_min ≤ dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        for name, value in (("H", H), ("L", L), ("channels", channels)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"S4DKernel: {name} must be a positive int, got {value!r}")
+        self.H, self.L, self.channels, self.d_state, self.init = H, L, channels, d_state, init
+        N = d_state // 2
+        n = torch.arange(N, dtype=torch.float32)
+        if init == "lin":
+            A_imag = math.pi * n  # S4D-Lin: A_n = −1/2 + iπn
+        elif init == "inv":
+            A_imag = d_state / math.pi * (d_state / (2 * n + 1) - 1)  # S4D-Inv: A_n = −1/2 + i·N/π·(N/(2n+1) − 1)
+        else:
+            raise ValueError(f"S4DKernel: init must be 'lin' or 'inv', got {init!r}")
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H,)
+        C = torch.randn(channels, H, N, 2) * math.sqrt(0.5)  # (channels, H, N, 2) complex C as real pairs
+        register_param(self, "log_dt", log_dt, lr=lr)
+        register_param(self, "log_A_real", torch.full((H, N), math.log(0.5)), lr=lr)
+        register_param(self, "A_imag", A_imag.repeat(H, 1), lr=lr)  # (H, N)
+        self.C = nn.Parameter(C)
+
+    def forward(self, L=None):
+        """Kernel k (C, H, L) from the current SSM parameters."""
+        L = self.L if L is None else L
+        _check_length(L, self.L, "S4DKernel")
+        return s4d_kernel(self.log_dt, self.log_A_real, self.A_imag, self.C, L)  # (C, H, L)
+
+    def recurrence(self, u):
+        """Run the same discretised SSM step by step: u (B, H, L) → y (B, C, H, L), no skip term."""
+        if u.ndim != 3 or u.shape[1] != self.H:
+            raise ValueError(f"S4DKernel.recurrence: u must be (B, H={self.H}, L), got {tuple(u.shape)}")
+        dt = torch.exp(self.log_dt)  # (H,)
+        A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)  # (H, N)
+        A_bar = torch.exp(A * dt[:, None])  # (H, N)
+        B_bar = (A_bar - 1.0) / A  # (H, N)
+        C = torch.view_as_complex(self.C)  # (channels, H, N)
+        x = torch.zeros(u.shape[0], *A.shape, dtype=A.dtype, device=u.device)  # (B, H, N)
+        ys = []
+        for t in range(u.shape[-1]):
+            x = A_bar * x + B_bar * u[:, :, t, None]  # (B, H, N)  x_t = Ā x_{t−1} + B̄ u_t
+            ys.append(2 * torch.einsum("chn,bhn->bch", C, x).real)  # (B, C, H)  y_t = 2·Re(C x_t)
+        return torch.stack(ys, dim=-1).to(u.dtype)  # (B, C, H, L)
+
+    def extra_repr(self):
+        return f"H={self.H}, L={self.L}, channels={self.channels}, d_state={self.d_state}, init={self.init!r}"
+
+
+_BACKENDS = ("torch", "triton", "auto")
+
+
+def _import_flash_butterfly():
+    """Import kernels.FlashButterflyConv lazily; raise a clear error where Triton or the kernel is missing."""
+    try:
+        from kernels import FlashButterflyConv
+    except Exception as exc:  # ImportError, or Triton failing to initialise
+        raise ImportError("LongConv(backend='triton') needs `kernels.FlashButterflyConv` (Triton + a GPU); "
+                          f"importing it failed with {type(exc).__name__}: {exc}. "
+                          "Use backend='torch' (or 'auto' to fall back automatically).") from exc
+    return FlashButterflyConv
+
+
+class LongConv(nn.Module):
+    """Long-convolution sequence mixer: u (B, L, H) → y (B, L, H)."""
+
+    def __init__(self, d_model, l_max, channels=1, bidirectional=False, kernel="long", dropout=0.0,
+                 backend="torch", **kernel_kwargs):
+        super().__init__()
+        if backend not in _BACKENDS:
+            raise ValueError(f"LongConv: backend must be one of {_BACKENDS}, got {backend!r}")
+        if not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"LongConv: channels must be a positive int, got {channels!r}")
+        self.H, self.l_max, self.channels = d_model, l_max, channels
+        self.bidirectional, self.backend = bidirectional, backend
+        n_kernels = 2 * channels if bidirectional else channels  # second half: negative lags
+        if kernel == "long":
+            self.kernel = LongConvKernel(d_model, l_max, channels=n_kernels, **kernel_kwargs)
+        elif kernel == "s4d":
+            self.kernel = S4DKernel(d_model, l_max, channels=n_kernels, **kernel_kwargs)
+        else:
+            raise ValueError(f"LongConv: kernel must be 'long' or 's4d', got {kernel!r}")
+        self.D = nn.Parameter(torch.randn(channels, d_model))  # (C, H) skip
+        self.dropout = nn.Dropout(dropout)
+        self.output_linear = nn.Linear(channels * d_model, 2 * d_model)
+        self._flash = {}  # (N, dtype, device) → FlashButterflyConv, built on first use, not part of state_dict
+        if backend == "triton":
+            _import_flash_butterfly()  # fail at construction, not in the middle of training
+
+    def _triton_supported(self, u):
+        """Whether the Triton path can run this input (causal, CUDA, the kernel module builds for its size)."""
+        if self.bidirectional or not u.is_cuda:
+            return False
+        try:
+            self._flash_module(u)
+        except (ImportError, ValueError, NotImplementedError, TypeError, RuntimeError):
+            return False
+        return True
+
+    def _flash_module(self, u):
+        """FlashButterflyConv for FFT size N = 2·next_pow2(L) (causal: the input fills the first half)."""
+        L = u.shape[-1]
+        N = 2 * (1 << (L - 1).bit_length())
+        key = (N, u.dtype, u.device)
+        if key not in self._flash:
+            FlashButterflyConv = _import_flash_butterfly()
+            self._flash[key] = FlashButterflyConv(N, u.dtype).to(u.device)
+        return self._flash[key], N
+
+    def _conv_triton(self, u, k):
+        """Causal conv through kernels.FlashButterflyConv: u (B, H, L), k (C, H, L) → (B, C, H, L), no skip."""
+        B, H, L = u.shape
+        C = k.shape[0]
+        flash, N = self._flash_module(u)
+        pad = N // 2 - L
+        u_rep = u[:, None].expand(B, C, H, L).reshape(B, C * H, L)  # (B, C·H, L)
+        u_rep = F.pad(u_rep, (0, pad))  # (B, C·H, N/2)
+        k_rep = F.pad(k.reshape(C * H, L).float(), (0, pad))  # (C·H, N/2)
+        y = flash(u_rep.contiguous(), k_rep.contiguous())  # (B, C·H, N/2)
+        return y[..., :L].reshape(B, C, H, L).to(u.dtype)  # (B, C, H, L)
+
+    def forward(self, u):
+        """u (B, L, H) → y (B, L, H)."""
+        if u.ndim != 3 or u.shape[-1] != self.H:
+            raise ValueError(f"LongConv: u must be (B, L, H={self.H}) batch-first, got {tuple(u.shape)}")
+        B, L, H = u.shape
+        _check_length(L, self.l_max, "LongConv")
+        u = u.transpose(1, 2)  # (B, H, L)
+        k = self.kernel(L)  # (C or 2C, H, L)
+        use_triton = self.backend == "triton" or (self.backend == "auto" and self._triton_supported(u))
+        if use_triton:
+            if self.bidirectional:
+                raise ValueError("LongConv: backend='triton' supports causal convolutions only; "
+                                 "use backend='torch' or 'auto' with bidirectional=True")
+            y = self._conv_triton(u, k) + u[:, None] * self.D[None, :, :, None]  # (B, C, H, L)
+        elif self.bidirectional:
+            k = bidirectional_kernel(k[: self.channels], k[self.channels:])  # (C, H, 2L − 1)
+            y = fft_conv(u, k, causal=False, D=self.D)  # (B, C, H, L)
+        else:
+            y = fft_conv(u, k, causal=True, D=self.D)  # (B, C, H, L)
+        y = y.reshape(B, self.channels * H, L).transpose(1, 2)  # (B, L, C·H)
+        y = self.dropout(F.gelu(y))
+        return F.glu(self.output_linear(y), dim=-1)  # (B, L, H)
+
+    def extra_repr(self):
+        return (f"d_model={self.H}, l_max={self.l_max}, channels={self.channels}, "
+                f"bidirectional={self.bidirectional}, backend={self.backend!r}")
+
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def optimizer_groups(model, lr, weight_decay):
+    """AdamW parameter groups: tagged params (`_optim`) get their own lr/wd; biases, norms and 1-D params no wd."""
+    decay, no_decay, tagged, seen = [], [], {}, set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            optim = getattr(p, "_optim", None)
+            if optim is not None:
+                key = (optim.get("lr", lr), optim.get("weight_decay", 0.0))
+                tagged.setdefault(key, []).append(p)
+            elif (isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()
+                  or p.ndim < 2 or name.endswith("bias")):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay, "name": "decay"},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": "no_decay"}]
+    for (g_lr, g_wd), params in tagged.items():
+        groups.append({"params": params, "lr": g_lr, "weight_decay": g_wd, "name": f"tagged(lr={g_lr}, wd={g_wd})"})
+    return [g for g in groups if g["params"]]
+
+
+def cosine_with_warmup(step, warmup_steps, total_steps):
+    """LR multiplier: linear warmup to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, lr, weight_decay, warmup_steps, total_steps):
+    """(AdamW over optimizer_groups, LambdaLR cosine schedule with linear warmup), stepped once per batch."""
+    if not (isinstance(total_steps, int) and total_steps >= 1):
+        raise ValueError(f"make_optimizer: total_steps must be an int ≥ 1, got {total_steps!r}")
+    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= total_steps):
+        raise ValueError(f"make_optimizer: warmup_steps must be an int in 0..total_steps={total_steps}, "
+                         f"got {warmup_steps!r}")
+    optimizer = torch.optim.AdamW(optimizer_groups(model, lr, weight_decay), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_with_warmup(step, warmup_steps, total_steps))
+    return optimizer, scheduler
