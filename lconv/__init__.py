@@ -19,6 +19,8 @@ _EXPORTS = {
     "plot_kernels": "inspect",
     # models.py
     "SequenceClassifier": "models", "CausalLM": "models",
+    # monarch.py
+    "MonarchLinear": "monarch", "MonarchMLP": "monarch", "parameter_savings": "monarch",
     # results.py
     "Results": "results", "provenance": "results", "pick_device": "results",
 }
