@@ -17,8 +17,9 @@ _EXPORTS = {
     # inspect.py
     "sparsity": "inspect", "total_variation": "inspect", "high_freq_energy": "inspect", "spectrum": "inspect",
     "plot_kernels": "inspect",
-    # models.py
-    "SequenceClassifier": "models", "CausalLM": "models",
+    # mixers.py, models.py, train.py
+    "make_mixer": "mixers", "H3": "mixers", "CausalSelfAttention": "mixers",
+    "SequenceClassifier": "models", "CausalLM": "models", "count_params": "models", "evaluate": "train",
     # monarch.py
     "MonarchLinear": "monarch", "MonarchMLP": "monarch", "parameter_savings": "monarch",
     # results.py

@@ -1,0 +1,198 @@
+"""Models built from the mixers: SequenceClassifier (LRA-style) and CausalLM (GPT-style, tied head).
+
+A residual block is `x + dropout(mixer(norm(x)))` (pre-norm) or `norm(x + dropout(mixer(x)))` (post-norm), followed
+by the same around an optional pointwise MLP. The classifier follows the official long-conv LRA code (encoder →
+blocks → mean pooling → linear decoder); the LM follows GPT-2 (token embedding → blocks of mixer + 4× GELU MLP →
+final LayerNorm → head tied to the embedding).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lconv.mixers import MIXERS, make_mixer
+from lconv.monarch import MonarchMLP
+
+
+def count_params(model, trainable_only=False):
+    """Number of parameters of `model` (shared/tied tensors counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class MLP(nn.Module):
+    """Pointwise MLP: Linear(D → expand·D) → GELU → Linear(expand·D → D)."""
+
+    def __init__(self, d_model, expand=4):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, expand * d_model)
+        self.fc2 = nn.Linear(expand * d_model, d_model)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))  # (B, L, D)
+
+
+class Block(nn.Module):
+    """Residual block: mixer, then an optional MLP, each with LayerNorm (pre- or post-) and dropout."""
+
+    def __init__(self, mixer, d_model, mlp=None, prenorm=True, dropout=0.0):
+        super().__init__()
+        self.mixer, self.mlp, self.prenorm = mixer, mlp, prenorm
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model) if mlp is not None else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        """x (B, L, D) → (B, L, D)."""
+        if self.prenorm:
+            x = x + self.dropout(self.mixer(self.norm1(x)))
+            if self.mlp is not None:
+                x = x + self.dropout(self.mlp(self.norm2(x)))
+        else:
+            x = self.norm1(x + self.dropout(self.mixer(x)))
+            if self.mlp is not None:
+                x = self.norm2(x + self.dropout(self.mlp(x)))
+        return x
+
+
+def _check_mixer(mixer):
+    if mixer not in MIXERS:
+        raise ValueError(f"unknown mixer {mixer!r}; valid names: {', '.join(MIXERS)}")
+
+
+def _check_tokens(x, vocab_size, l_max, who):
+    """Raise a ValueError unless x is an integer (B, L) tensor of ids in [0, vocab_size) with L ≤ l_max."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{who}: expected a (B, L) tensor of token ids, got {type(x).__name__}")
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{who}: token input must be an integer tensor (B, L), got {x.dtype}; pass x.long(), "
+                         "or build the model with d_input=<features> (and no vocab_size) for continuous input")
+    if x.ndim != 2:
+        raise ValueError(f"{who}: token input must be (B, L), got shape {tuple(x.shape)}"
+                         + ("; squeeze the last dim (x[..., 0])" if x.ndim == 3 and x.shape[-1] == 1 else ""))
+    if not 1 <= x.shape[1] <= l_max:
+        raise ValueError(f"{who}: sequence length L={x.shape[1]} is outside 1..{l_max}; build the model with "
+                         f"l_max ≥ {x.shape[1]} or crop the input")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
+        raise ValueError(f"{who}: token ids must lie in [0, {vocab_size}), got min {int(x.min())} max "
+                         f"{int(x.max())}; build the model with vocab_size > {int(x.max())}")
+
+
+class SequenceClassifier(nn.Module):
+    """Encoder (Linear for continuous features, Embedding for tokens) → n_layers blocks → mean pool → Linear.
+
+    x is (B, L, d_input) float when d_input is given, or (B, L) integer tokens when vocab_size is given; the
+    output is logits (B, n_classes). `mixer_kw` go to the mixer (e.g. bidirectional=True, channels=2, lam=...).
+    `mlp=True` adds a 2× GELU MLP after each mixer. `pos_emb` (None = only for attention, which has no notion of
+    order otherwise) adds learned position embeddings.
+    """
+
+    def __init__(self, d_input=None, vocab_size=None, *, n_classes, d_model=64, n_layers=4, l_max,
+                 mixer="longconv", prenorm=True, dropout=0.0, pool="mean", mlp=False, pos_emb=None, **mixer_kw):
+        super().__init__()
+        if (d_input is None) == (vocab_size is None):
+            raise ValueError("SequenceClassifier: give exactly one of d_input (features per step, continuous "
+                             "input) or vocab_size (token input)")
+        if pool not in ("mean", "last"):
+            raise ValueError(f"SequenceClassifier: pool must be 'mean' or 'last', got {pool!r}")
+        for name, value in (("n_classes", n_classes), ("d_model", d_model), ("n_layers", n_layers),
+                            ("l_max", l_max)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"SequenceClassifier: {name} must be a positive int, got {value!r}")
+        _check_mixer(mixer)
+        self.d_input, self.vocab_size, self.n_classes = d_input, vocab_size, n_classes
+        self.d_model, self.l_max, self.pool = d_model, l_max, pool
+        self.encoder = nn.Linear(d_input, d_model) if d_input is not None else nn.Embedding(vocab_size, d_model)
+        use_pos = mixer == "attention" if pos_emb is None else pos_emb
+        self.pos_emb = nn.Parameter(torch.randn(l_max, d_model) * 0.02) if use_pos else None  # (l_max, D)
+        self.blocks = nn.ModuleList(
+            Block(make_mixer(mixer, d_model, l_max, dropout=dropout, **mixer_kw), d_model,
+                  mlp=MLP(d_model, expand=2) if mlp else None, prenorm=prenorm, dropout=dropout)
+            for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model) if prenorm else nn.Identity()
+        self.decoder = nn.Linear(d_model, n_classes)
+
+    def _check(self, x):
+        who = "SequenceClassifier"
+        if self.vocab_size is not None:
+            _check_tokens(x, self.vocab_size, self.l_max, who)
+            return
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{who}: continuous input must be a floating tensor (B, L, {self.d_input}), got "
+                             f"{got}; pass x.float(), or build the model with vocab_size=<V> for token input")
+        if x.ndim != 3 or x.shape[-1] != self.d_input:
+            hint = "; add the feature dim with x[..., None]" if x.ndim == 2 and self.d_input == 1 else ""
+            raise ValueError(f"{who}: input must be (B, L, d_input={self.d_input}), got shape {tuple(x.shape)}"
+                             + hint)
+        if not 1 <= x.shape[1] <= self.l_max:
+            raise ValueError(f"{who}: sequence length L={x.shape[1]} is outside 1..{self.l_max}; build the model "
+                             f"with l_max ≥ {x.shape[1]} or crop the input")
+
+    def forward(self, x):
+        """x (B, L, d_input) or (B, L) tokens → logits (B, n_classes)."""
+        self._check(x)
+        h = self.encoder(x)  # (B, L, D)
+        if self.pos_emb is not None:
+            h = h + self.pos_emb[: h.shape[1]]
+        for block in self.blocks:
+            h = block(h)  # (B, L, D)
+        h = self.norm(h)
+        h = h.mean(dim=1) if self.pool == "mean" else h[:, -1]  # (B, D)
+        return self.decoder(h)  # (B, n_classes)
+
+
+class CausalLM(nn.Module):
+    """Token embedding → n_layers blocks (mixer + 4× GELU MLP, pre-norm) → LayerNorm → head tied to the embedding.
+
+    tokens (B, L) → logits (B, L, vocab_size); logits at t depend on tokens ≤ t only. `attn_layers` lists block
+    indices that use causal attention instead of `mixer` (the hybrid H3 models put attention in 2 layers);
+    `n_heads` is their head count. `pos_emb` (None = when any layer is attention) adds learned positions.
+    """
+
+    def __init__(self, vocab_size, d_model, n_layers, l_max, mixer="h3conv", mlp="gpt", *, dropout=0.0,
+                 attn_layers=(), n_heads=None, pos_emb=None, monarch_nblocks=4, **mixer_kw):
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("n_layers", n_layers),
+                            ("l_max", l_max)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"CausalLM: {name} must be a positive int, got {value!r}")
+        _check_mixer(mixer)
+        if mixer in ("longconv", "s4d") and mixer_kw.get("bidirectional"):
+            raise ValueError("CausalLM: a language model needs causal mixers; drop bidirectional=True")
+        if mlp not in ("gpt", "monarch"):
+            raise ValueError(f"CausalLM: mlp must be 'gpt' or 'monarch', got {mlp!r}")
+        bad = [i for i in attn_layers if not (isinstance(i, int) and 0 <= i < n_layers)]
+        if bad:
+            raise ValueError(f"CausalLM: attn_layers must be block indices in 0..{n_layers - 1}, got {bad}")
+        self.vocab_size, self.d_model, self.l_max = vocab_size, d_model, l_max
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        use_pos = (mixer == "attention" or bool(attn_layers)) if pos_emb is None else pos_emb
+        self.pos_emb = nn.Parameter(torch.randn(l_max, d_model) * 0.02) if use_pos else None  # (l_max, D)
+        self.drop = nn.Dropout(dropout)
+
+        def mixer_for(i):
+            if i in attn_layers or mixer == "attention":
+                return make_mixer("attention", d_model, l_max, dropout=dropout, n_heads=n_heads)
+            return make_mixer(mixer, d_model, l_max, dropout=dropout, **mixer_kw)
+
+        def mlp_for():
+            if mlp == "monarch":  # the paper's claim 10: Monarch/Butterfly MLPs in place of the dense ones
+                return MonarchMLP(d_model, expansion=4, nblocks=monarch_nblocks, dropout=0.0)
+            return MLP(d_model, expand=4)
+
+        self.blocks = nn.ModuleList(Block(mixer_for(i), d_model, mlp=mlp_for(), prenorm=True,
+                                          dropout=dropout) for i in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        nn.init.normal_(self.embedding.weight, std=0.02)  # GPT-2 init; the head shares it
+        self.head.weight = self.embedding.weight
+
+    def forward(self, tokens):
+        """tokens (B, L) → logits (B, L, vocab_size)."""
+        _check_tokens(tokens, self.vocab_size, self.l_max, "CausalLM")
+        h = self.embedding(tokens)  # (B, L, D)
+        if self.pos_emb is not None:
+            h = h + self.pos_emb[: h.shape[1]]
+        h = self.drop(h)
+        for block in self.blocks:
+            h = block(h)  # (B, L, D)
+        return self.head(self.norm(h))  # (B, L, V)
