@@ -22,6 +22,8 @@ _EXPORTS = {
     "SequenceClassifier": "models", "CausalLM": "models", "count_params": "models", "evaluate": "train",
     # monarch.py
     "MonarchLinear": "monarch", "MonarchMLP": "monarch", "parameter_savings": "monarch",
+    # data/
+    "get_task": "data",
     # results.py
     "Results": "results", "provenance": "results", "pick_device": "results",
 }
