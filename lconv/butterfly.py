@@ -1,0 +1,170 @@
+r"""The FFT as Butterfly (Monarch) block matrices, and the FFT convolution FlashButterfly computes with them.
+
+Cooley–Tukey with N = N1·N2 writes the DFT matrix as block-diagonal factors and a diagonal between them,
+
+    F_N = P (I_{N2} ⊗ F_{N1}) P^T · D · (I_{N1} ⊗ F_{N2}) P,
+
+so an N-point FFT becomes small dense DFTs (matrix multiplies: tensor cores on a GPU) and one elementwise multiply by the
+`twiddle` factors. With the index maps n = N2·n1 + n2 (time) and f = f1 + N1·f2 (frequency),
+
+    X[f1 + N1·f2] = Σ_{n2} ω_{N2}^{n2·f2} · ω_N^{n2·f1} · Σ_{n1} ω_{N1}^{n1·f1} · x[N2·n1 + n2],     ω_M = exp(-2πi/M),
+
+i.e. view x as an (N1, N2) matrix, multiply by F_{N1} from the left, by twiddle(N1, N2) elementwise, by F_{N2} from the
+right: the result sits in "permuted" order X_perm[f1, f2] = X[f1 + N1·f2]. More factors recurse on the right factor.
+
+A convolution never needs natural order: y = F^{-1}(F u ⊙ F k), and if k's spectrum `k_f` is stored in the same
+permuted order, F_perm^{-1} = F_perm^H / N undoes the forward pass step by step (the adjoint runs the factors in
+reverse with conjugated matrices), so the permutations cancel between the forward and inverse passes.
+
+Real inputs: k is real, so conv(u_a + i·u_b, k) = conv(u_a, k) + i·conv(u_b, k). Two real rows of u (batch elements
+2p and 2p+1 of the same channel) are packed into one complex sequence: one complex FFT convolution gives both outputs,
+the real part for one and the imaginary part for the other. No Hermitian post-processing, half the work.
+
+`butterfly_conv` is the fp32/fp64 PyTorch reference of exactly what the Triton kernel in `kernels/` runs (same
+factors, same unitary scaling 1/√N_i per factor, same packing, same permuted `k_f`); every step is checked against
+torch.fft in tests/test_butterfly.py.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def dft_matrix(N: int, inverse: bool = False, dtype=torch.complex128, device=None) -> torch.Tensor:
+    """The N×N DFT matrix F[j, f] = exp(-2πi·j·f/N); inverse=True gives F^{-1} = conj(F)/N."""
+    j = torch.arange(N, device=device)
+    jf = torch.outer(j, j) % N  # exact integer phase before the float multiply
+    angle = (2 * math.pi / N) * jf.to(torch.float64)  # (N, N)
+    F = torch.polar(torch.ones_like(angle), -angle if not inverse else angle)
+    if inverse:
+        F = F / N
+    return F.to(dtype)
+
+
+def twiddle(N1: int, N2: int, dtype=torch.complex128, device=None) -> torch.Tensor:
+    """The twiddle diagonal as an (N1, N2) matrix: twiddle[f1, n2] = exp(-2πi·f1·n2/(N1·N2))."""
+    N = N1 * N2
+    f1n2 = torch.outer(torch.arange(N1, device=device), torch.arange(N2, device=device)) % N  # (N1, N2)
+    angle = (2 * math.pi / N) * f1n2.to(torch.float64)
+    return torch.polar(torch.ones_like(angle), -angle).to(dtype)
+
+
+def default_sizes(N: int) -> tuple[int, int]:
+    """The two-factor split the kernel uses: N1 = 2^⌊log2(N)/2⌋, N2 = N/N1 (256=16·16, 512=16·32, 4096=64·64)."""
+    if N < 4 or N & (N - 1):
+        raise ValueError(f"N={N} must be a power of two ≥ 4 to split into Butterfly factors")
+    N1 = 1 << (N.bit_length() - 1) // 2
+    return N1, N // N1
+
+
+def _check_sizes(N: int, sizes) -> tuple[int, ...]:
+    sizes = tuple(int(s) for s in sizes)
+    if math.prod(sizes) != N:
+        raise ValueError(f"sizes {sizes} multiply to {math.prod(sizes)}, not the sequence length N={N}")
+    return sizes
+
+
+def permuted_order(sizes) -> torch.Tensor:
+    """idx such that X_perm = X[..., idx]: the natural frequency at each position of the Monarch output."""
+    sizes = tuple(sizes)
+    if len(sizes) == 1:
+        return torch.arange(sizes[0])
+    N1, inner = sizes[0], permuted_order(sizes[1:])  # position f1·M + p holds frequency f1 + N1·inner[p]
+    return (torch.arange(N1)[:, None] + N1 * inner[None, :]).reshape(-1)
+
+
+def _complex_dtype(x: torch.Tensor):
+    return torch.complex128 if x.dtype in (torch.float64, torch.complex128) else torch.complex64
+
+
+def _fft_perm(x: torch.Tensor, sizes: tuple[int, ...], scale: bool) -> torch.Tensor:
+    """Forward Monarch pass over the last dim: natural-order time in, permuted-order frequency out."""
+    cdt, dev = x.dtype, x.device
+    N1 = sizes[0]
+    F1 = dft_matrix(N1, dtype=cdt, device=dev) * (N1 ** -0.5 if scale else 1.0)
+    if len(sizes) == 1:
+        return x @ F1  # (..., N1); F is symmetric
+    M = math.prod(sizes[1:])
+    A = x.reshape(*x.shape[:-1], N1, M)  # (..., N1, M): A[n1, m] = x[M·n1 + m]
+    C = (F1 @ A) * twiddle(N1, M, dtype=cdt, device=dev)  # (..., N1, M): DFT down the columns, then twiddle
+    return _fft_perm(C, sizes[1:], scale).reshape(x.shape)  # (..., N): DFTs along the rows, recursively
+
+
+def _adjoint_perm(X: torch.Tensor, sizes: tuple[int, ...], scale: bool) -> torch.Tensor:
+    """The adjoint (conjugate transpose) of `_fft_perm`: permuted-order frequency in, natural-order time out."""
+    cdt, dev = X.dtype, X.device
+    N1 = sizes[0]
+    F1h = dft_matrix(N1, dtype=cdt, device=dev).conj() * (N1 ** -0.5 if scale else 1.0)
+    if len(sizes) == 1:
+        return X @ F1h
+    M = math.prod(sizes[1:])
+    C = _adjoint_perm(X.reshape(*X.shape[:-1], N1, M), sizes[1:], scale)  # (..., N1, M)
+    return (F1h @ (C * twiddle(N1, M, dtype=cdt, device=dev).conj())).reshape(X.shape)  # (..., N)
+
+
+def monarch_fft(x: torch.Tensor, sizes, permuted: bool = False, norm: str = "backward") -> torch.Tensor:
+    """FFT over the last dim as Monarch factors (each a batched matmul); equals torch.fft.fft(x, norm=norm).
+
+    sizes = (N1, N2) or (N1, N2, N3), product = x.shape[-1]. permuted=True returns the spectrum in the Monarch's own
+    order X_perm = X[..., permuted_order(sizes)]. norm="ortho" scales every factor by 1/√N_i (what the kernel does).
+    """
+    sizes = _check_sizes(x.shape[-1], sizes)
+    if norm not in ("backward", "ortho"):
+        raise ValueError(f"norm={norm!r}: use 'backward' (unscaled forward, like torch.fft) or 'ortho'")
+    X = _fft_perm(x.to(_complex_dtype(x)), sizes, scale=norm == "ortho")
+    if permuted:
+        return X
+    return X[..., torch.argsort(permuted_order(sizes)).to(X.device)]
+
+
+def monarch_ifft(X: torch.Tensor, sizes, permuted: bool = False, norm: str = "backward") -> torch.Tensor:
+    """Inverse of `monarch_fft` (same sizes, order and norm); equals torch.fft.ifft(X, norm=norm) for natural order."""
+    sizes = _check_sizes(X.shape[-1], sizes)
+    if norm not in ("backward", "ortho"):
+        raise ValueError(f"norm={norm!r}: use 'backward' (scaled 1/N inverse, like torch.fft) or 'ortho'")
+    X = X.to(_complex_dtype(X))
+    if not permuted:
+        X = X[..., permuted_order(sizes).to(X.device)]  # natural → permuted order
+    x = _adjoint_perm(X, sizes, scale=norm == "ortho")
+    return x if norm == "ortho" else x / X.shape[-1]
+
+
+def pack_pairs(u: torch.Tensor) -> torch.Tensor:
+    """Real (B, H, L) → complex (⌈B/2⌉, H, L): batch rows 2p and 2p+1 become real and imaginary parts."""
+    B = u.shape[0]
+    if B % 2:
+        u = torch.cat([u, torch.zeros_like(u[:1])])  # (B+1, H, L): a zero partner for the last row
+    return torch.complex(u[0::2], u[1::2])  # (⌈B/2⌉, H, L)
+
+
+def unpack_pairs(z: torch.Tensor, B: int) -> torch.Tensor:
+    """Inverse of `pack_pairs`: complex (⌈B/2⌉, H, L) → real (B, H, L)."""
+    return torch.stack([z.real, z.imag], dim=1).flatten(0, 1)[:B]  # (B, H, L)
+
+
+def k_f_permuted(k: torch.Tensor, N: int, sizes=None) -> torch.Tensor:
+    """k's spectrum (unscaled FFT of k zero-padded to N) in the Monarch's permuted order: (H, Lk) → complex (H, N)."""
+    sizes = _check_sizes(N, sizes or default_sizes(N))
+    k_f = torch.fft.fft(k.to(torch.float64 if k.dtype == torch.float64 else torch.float32), n=N)  # (H, N)
+    return k_f[..., permuted_order(sizes).to(k.device)]
+
+
+def butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, sizes=None) -> torch.Tensor:
+    """y = first L entries of the N-point circular convolution of zero-padded u (B, H, L) and k (H, Lk).
+
+    L, Lk ≤ N/2 gives the causal linear convolution y[t] = Σ_s k[s]·u[t−s]; L = N the circular one. The algorithm
+    of the Triton kernel: rows paired into complex sequences, ortho Monarch FFT, multiply by the permuted `k_f`,
+    adjoint Monarch pass, unpack. Computes in fp32 (fp64 for fp64 inputs); returns u's dtype; differentiable.
+    """
+    sizes = _check_sizes(N, sizes or default_sizes(N))
+    B, H, L = u.shape
+    if L > N or k.shape[-1] > N:
+        raise ValueError(f"L={L} and Lk={k.shape[-1]} must be ≤ N={N}")
+    rdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    z = pack_pairs(u.to(rdt))  # (P, H, L) complex, P = ⌈B/2⌉
+    z = torch.cat([z, z.new_zeros(*z.shape[:-1], N - L)], dim=-1)  # (P, H, N): implicit zero padding
+    k_f = k_f_permuted(k.to(rdt), N, sizes)  # (H, N) permuted order
+    Z = monarch_fft(z, sizes, permuted=True, norm="ortho")  # (P, H, N)
+    y = monarch_ifft(Z * k_f, sizes, permuted=True, norm="ortho")[..., :L]  # (P, H, L)
+    return unpack_pairs(y, B).to(u.dtype)  # (B, H, L)
