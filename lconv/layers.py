@@ -214,9 +214,9 @@ class LongConv(nn.Module):
         return True
 
     def _flash_module(self, u):
-        """FlashButterflyConv for FFT size N = 2·next_pow2(L) (causal: the input fills the first half)."""
+        """FlashButterflyConv for FFT size N = max(256, 2·next_pow2(L)) (causal: L ≤ N/2, zero padding implicit)."""
         L = u.shape[-1]
-        N = 2 * (1 << (L - 1).bit_length())
+        N = max(256, 2 * (1 << (L - 1).bit_length()))
         key = (N, u.dtype, u.device)
         if key not in self._flash:
             FlashButterflyConv = _import_flash_butterfly()
@@ -227,13 +227,11 @@ class LongConv(nn.Module):
         """Causal conv through kernels.FlashButterflyConv: u (B, H, L), k (C, H, L) → (B, C, H, L), no skip."""
         B, H, L = u.shape
         C = k.shape[0]
-        flash, N = self._flash_module(u)
-        pad = N // 2 - L
+        flash, _ = self._flash_module(u)
         u_rep = u[:, None].expand(B, C, H, L).reshape(B, C * H, L)  # (B, C·H, L)
-        u_rep = F.pad(u_rep, (0, pad))  # (B, C·H, N/2)
-        k_rep = F.pad(k.reshape(C * H, L).float(), (0, pad))  # (C·H, N/2)
-        y = flash(u_rep.contiguous(), k_rep.contiguous())  # (B, C·H, N/2)
-        return y[..., :L].reshape(B, C, H, L).to(u.dtype)  # (B, C, H, L)
+        k_rep = k.reshape(C * H, L).float()  # (C·H, L)
+        y = flash(u_rep.contiguous(), k_rep.contiguous())  # (B, C·H, L)
+        return y.reshape(B, C, H, L).to(u.dtype)  # (B, C, H, L)
 
     def forward(self, u):
         """u (B, L, H) → y (B, L, H)."""
