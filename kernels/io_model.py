@@ -1,0 +1,214 @@
+r"""The IO and FLOP model of an FFT convolution: bytes moved to and from GPU memory (HBM), unfused vs fused.
+
+Why FlashButterfly can be faster although it does *more* arithmetic: a long convolution is memory-bound. The unfused
+PyTorch path (the baseline of kernels.bench, `irfft(rfft(u.float(), n=N) · rfft(k, n=N), n=N)[..., :L].to(dtype)`)
+launches one kernel per step, and each step reads its input from HBM and writes its output back; the fused kernel
+reads u and k_f once and writes y once, everything in between stays on chip.
+
+What is counted (the model; not a measurement)
+----------------------------------------------
+Every step reads each input element once and writes each output element once — a lower bound on HBM traffic (no
+cache misses counted twice, no cache hits subtracted). The unfused steps follow what PyTorch's CUDA path dispatches
+(aten SpectralOps.cpp / PadNd.cpp):
+
+  - `u.float()`: a cast kernel when u is fp16/bf16 (read L·s, write 4L per row; s = bytes per element of u).
+  - `rfft(x, n=N)` with L < N pads first with `constant_pad_nd`: fill N zeros, then copy L values (read 4L, write
+    4(N+L)); cuFFT then reads 4N and writes 8(N/2+1) (one pass: cuFFT may take several passes at large N, so this is
+    a lower bound).
+  - `u_f · k_f`: reads both spectra, writes one (k_f read once; broadcast over B assumed cached).
+  - `irfft`: cuFFT's complex-to-real transform may overwrite its input, so PyTorch clones it first (read and write
+    8(N/2+1)); cuFFT reads 8(N/2+1), writes 4N; the 1/N normalisation is a separate in-place multiply (read, write 4N).
+  - `[..., :L].to(dtype)`: a cast kernel when u is fp16/bf16 (read 4L, write L·s); for fp32 the slice is a free view.
+  - k's spectrum (include_k): pad + rfft of k, per call, as the baseline does.
+
+The fused kernel (kernels/flash_butterfly.py) reads u (masked loads: the zero padding is free), reads k_f[h] once per
+program (n_chunks programs per channel), reads the DFT/twiddle tables (once: a few KB, L2-resident) and writes y. Its
+k_f is made per call by PyTorch (kernels.conv.k_f_planes: pad, FFT, gather to the permuted order, split re/im),
+counted in the same lower-bound way.
+
+FLOPs: a radix-2 complex FFT costs 5·N·log2(N) real FLOPs (the textbook count); a real FFT about half. A Monarch FFT
+of sizes (N1, …, Nm) does, per factor, N/N_i dense complex (N_i × N_i) matrix-vector products = 8·N·N_i real FLOPs,
+plus 6·N per twiddle multiply between factors — more FLOPs, but on tensor cores.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+# Bytes per element of u / y.
+DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
+
+# Approximate datasheet peaks of an H100 SXM (dense, no sparsity): HBM3 bandwidth, fp16 tensor cores, fp32 CUDA cores.
+H100_SXM = {"hbm_bytes_per_s": 3.35e12, "fp16_tensor_flops": 989e12, "fp32_flops": 67e12}
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """One step of an FFT convolution and the bytes it reads from and writes to GPU memory."""
+
+    step: str
+    read: int
+    write: int
+
+    @property
+    def total(self) -> int:
+        return self.read + self.write
+
+
+def _dtype_bytes(dtype) -> int:
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype={dtype}: use torch.float32, torch.float16 or torch.bfloat16")
+    return DTYPE_BYTES[dtype]
+
+
+def _check_sizes(N, B, H, L, Lk) -> tuple[int, int]:
+    """Validate the sizes; return (L, Lk) with the causal defaults L = Lk = N/2."""
+    for name, value in (("N", N), ("B", B), ("H", H)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+    if N < 2 or N & (N - 1):
+        raise ValueError(f"FFT size N={N} must be a power of two ≥ 2")
+    L = N // 2 if L is None else L
+    Lk = L if Lk is None else Lk
+    if not (1 <= L <= N and 1 <= Lk <= N):
+        raise ValueError(f"L={L} and Lk={Lk} must lie in 1 … N={N} (L = N/2 gives a causal convolution)")
+    return L, Lk
+
+
+def _pad_then_rfft(rows: int, L: int, N: int, what: str) -> list[Transfer]:
+    """torch.fft.rfft(x (rows, L) fp32, n=N) on CUDA: constant_pad_nd (when L < N), then one cuFFT r2c pass."""
+    out = []
+    if L < N:
+        out.append(Transfer(f"pad {what} to N (fill zeros, copy)", 4 * rows * L, 4 * rows * (N + L)))
+    out.append(Transfer(f"rfft({what}) (cuFFT r2c)", 4 * rows * N, 8 * rows * (N // 2 + 1)))
+    return out
+
+
+def torch_fft_conv_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
+                      include_k: bool = True) -> list[Transfer]:
+    """HBM transfers of the unfused PyTorch FFT convolution (kernels.bench.torch_fft_conv), forward, step by step.
+
+    u (B, H, L) of `dtype`, k (H, Lk) fp32, FFT size N; L = Lk = N/2 by default (causal).
+    """
+    L, Lk = _check_sizes(N, B, H, L, Lk)
+    s = _dtype_bytes(dtype)
+    P, M = B * H, N // 2 + 1  # rows of u; length of a one-sided spectrum
+    steps = []
+    if s != 4:
+        steps.append(Transfer("u.float() (cast)", s * P * L, 4 * P * L))
+    steps += _pad_then_rfft(P, L, N, "u")
+    if include_k:
+        steps += _pad_then_rfft(H, Lk, N, "k")
+    steps.append(Transfer("u_f ⊙ k_f", 8 * P * M + 8 * H * M, 8 * P * M))
+    steps.append(Transfer("clone spectrum (cuFFT c2r overwrites its input)", 8 * P * M, 8 * P * M))
+    steps.append(Transfer("irfft (cuFFT c2r)", 8 * P * M, 4 * P * N))
+    steps.append(Transfer("scale by 1/N (in place)", 4 * P * N, 4 * P * N))
+    if s != 4:
+        steps.append(Transfer("y[..., :L].to(dtype) (cast)", 4 * P * L, s * P * L))
+    return steps
+
+
+def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
+                       include_k: bool = True, n_chunks: int = 1, sizes: tuple[int, int] | None = None
+                       ) -> list[Transfer]:
+    """HBM transfers of the fused FlashButterfly forward (kernels.conv.FlashButterflyFn), step by step.
+
+    n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables
+    (default: the kernel's N1 = 2^⌊log2(N)/2⌋).
+    """
+    L, Lk = _check_sizes(N, B, H, L, Lk)
+    s = _dtype_bytes(dtype)
+    if not isinstance(n_chunks, int) or n_chunks < 1:
+        raise ValueError(f"n_chunks={n_chunks!r} must be a positive int (programs per channel)")
+    if sizes is None:
+        N1 = 1 << (N.bit_length() - 1) // 2
+        sizes = (N1, N // N1)
+    N1, N2 = sizes
+    if N1 * N2 != N:
+        raise ValueError(f"sizes {sizes} multiply to {N1 * N2}, not N={N}")
+    P = B * H
+    steps = []
+    if include_k:
+        if Lk < N:
+            steps.append(Transfer("pad k to N (fill zeros, copy)", 4 * H * Lk, 4 * H * (N + Lk)))
+        steps += [Transfer("fft(k) (cuFFT r2c, one half)", 4 * H * N, 8 * H * (N // 2 + 1)),
+                  Transfer("fft(k) (fill the other half by symmetry)", 8 * H * (N // 2 - 1), 8 * H * (N // 2 - 1)),
+                  Transfer("k_f[..., perm] (gather to permuted order, int64 index)", 8 * H * N + 8 * N, 8 * H * N),
+                  Transfer("k_f re/im planes (stack)", 8 * H * N, 8 * H * N)]
+    steps += [Transfer("fused kernel: read u", s * P * L, 0),
+              Transfer("fused kernel: read k_f (once per program)", 8 * H * N * n_chunks, 0),
+              Transfer("fused kernel: read DFT + twiddle tables", 8 * (N1 * N1 + N2 * N2 + N1 * N2), 0),
+              Transfer("fused kernel: write y", 0, s * P * L)]
+    return steps
+
+
+def total_bytes(steps: list[Transfer]) -> int:
+    """Bytes read plus bytes written over all steps."""
+    return sum(t.total for t in steps)
+
+
+def io_ratio(N: int, B: int, H: int, dtype=torch.float16, **kw) -> float:
+    """HBM bytes of the unfused PyTorch FFT conv divided by those of the fused kernel (same arguments to both)."""
+    return total_bytes(torch_fft_conv_io(N, B, H, dtype, **kw)) / total_bytes(flash_butterfly_io(N, B, H, dtype, **kw))
+
+
+def on_chip_bytes(N: int, dtype=torch.float16, sizes: tuple[int, int] | None = None) -> dict:
+    """Live data of one fused program (registers/shared memory), by what it holds; a lower bound (no temporaries).
+
+    F1, F2 (re/im planes in the dot dtype: fp32 for fp32 inputs), twiddles and K = k_f[h] (fp32 planes), and one
+    complex (N1, N2) fp32 tile of the sequence in flight.
+    """
+    s = _dtype_bytes(dtype)
+    if sizes is None:
+        N1 = 1 << (N.bit_length() - 1) // 2
+        sizes = (N1, N // N1)
+    N1, N2 = sizes
+    if N1 * N2 != N:
+        raise ValueError(f"sizes {sizes} multiply to {N1 * N2}, not N={N}")
+    parts = {"F1, F2 (dot dtype)": 2 * s * (N1 * N1 + N2 * N2), "twiddle (fp32)": 8 * N, "K = k_f[h] (fp32)": 8 * N,
+             "sequence tile (fp32)": 8 * N}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FLOPs
+# ---------------------------------------------------------------------------------------------------------------
+
+def radix2_fft_flops(N: int) -> float:
+    """Real FLOPs of one complex radix-2 FFT of size N: 5·N·log2(N)."""
+    if N < 2 or N & (N - 1):
+        raise ValueError(f"N={N} must be a power of two ≥ 2 for a radix-2 FFT")
+    return 5.0 * N * math.log2(N)
+
+
+def monarch_fft_flops(N: int, sizes=None) -> int:
+    """Real FLOPs of one complex Monarch FFT: Σ_i 8·N·N_i (dense blocks) + 6·N per twiddle multiply."""
+    if sizes is None:
+        N1 = 1 << (N.bit_length() - 1) // 2
+        sizes = (N1, N // N1)
+    sizes = tuple(int(x) for x in sizes)
+    if math.prod(sizes) != N:
+        raise ValueError(f"sizes {sizes} multiply to {math.prod(sizes)}, not N={N}")
+    return sum(8 * N * n for n in sizes) + 6 * N * (len(sizes) - 1)
+
+
+def conv_flops(N: int, B: int, H: int, method: str = "monarch", sizes=None) -> float:
+    """Real FLOPs of a forward FFT convolution of B·H real rows at FFT size N.
+
+    "radix2": per row a real FFT and a real inverse FFT (each half a complex one, 2.5·N·log2 N) and a complex
+    multiply of the N/2+1 one-sided bins (6 FLOPs each). "monarch": rows packed in pairs (⌈B/2⌉·H complex
+    sequences), per pair a forward and an inverse Monarch FFT and a complex multiply of N bins.
+    """
+    if method == "radix2":
+        return B * H * (2 * 0.5 * radix2_fft_flops(N) + 6 * (N // 2 + 1))
+    if method == "monarch":
+        return -(-B // 2) * H * (2 * monarch_fft_flops(N, sizes) + 6 * N)
+    raise ValueError(f"method={method!r}: use 'radix2' or 'monarch'")
+
+
+def roofline_ms(nbytes: float, flops: float, bytes_per_s: float, flops_per_s: float) -> float:
+    """Lower bound on the time (ms) of a kernel: max(bytes / bandwidth, FLOPs / peak)."""
+    return 1e3 * max(nbytes / bytes_per_s, flops / flops_per_s)
