@@ -1,14 +1,21 @@
 """FlashButterflyConv: the public API around the fused Triton kernels (input checks, dispatch, autograd).
 
 Mirrors flash-fft-conv's `FlashFFTConv(seqlen, dtype)` so users can swap: `seqlen` is the FFT size N, u is (B, H, L)
-in fp32/fp16/bf16, k is (H, Lk) fp32; L = N/2 gives a causal linear convolution, L = N a circular one.
+in fp32/fp16/bf16, k is (H, Lk) fp32; L = N/2 gives a causal linear convolution, L = N a circular one;
+forward(u, k, pregate, postgate) = postgate ⊙ conv(pregate ⊙ u, k) with the gates fused into the kernel.
+`flash_butterfly_conv(..., dft1=, dft2=)` runs u's forward transform with learned Butterfly blocks (learned kernels).
 
-Dispatch: CUDA tensors run the compiled Triton kernels; CPU tensors run the same kernels through the Triton
-interpreter when TRITON_INTERPRET=1 was set before `kernels` was imported, otherwise (or without Triton) the PyTorch
-reference of the same algorithm, `lconv.butterfly.butterfly_conv`.
+Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py; N = 8192 … 2^20 runs
+kernels.three_pass.three_pass_conv when that module exists (SUPPORTED_N / supported_n() list what is available).
+CUDA tensors run the compiled Triton kernels; CPU tensors run the same kernels through the Triton interpreter when
+TRITON_INTERPRET=1 was set before `kernels` was imported, otherwise (or without Triton) the PyTorch reference of the
+same algorithm: `lconv.butterfly.butterfly_conv`, or `lconv.learned_butterfly.learned_butterfly_conv` for learned
+blocks.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import warnings
 
@@ -25,9 +32,34 @@ try:
 except ImportError:  # no triton on this machine: the reference runs everywhere
     _fb, HAS_TRITON, INTERPRET = None, False, False
 
-SUPPORTED_N = (256, 512, 1024, 2048, 4096)
+FUSED_N = (256, 512, 1024, 2048, 4096)  # one fused kernel: the whole sequence on chip
+THREE_PASS_N = tuple(1 << e for e in range(13, 21))  # 8192 … 2^20: kernels.three_pass, when that module exists
 U_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+BLOCK_DTYPES = (torch.complex64, torch.complex128)
 BACKENDS = ("auto", "triton", "reference")
+
+_THREE_PASS: list = []  # [module or None], filled on first use
+
+
+def three_pass_module():
+    """kernels.three_pass if that module exists, else None; imported lazily (it imports this module)."""
+    if not _THREE_PASS:
+        mod = None
+        if importlib.util.find_spec("kernels.three_pass") is not None:
+            mod = importlib.import_module("kernels.three_pass")  # a broken module raises here, loudly
+        _THREE_PASS.append(mod)
+    return _THREE_PASS[0]
+
+
+def supported_n() -> tuple[int, ...]:
+    """FFT sizes N available here: FUSED_N, plus THREE_PASS_N when kernels.three_pass is present."""
+    return FUSED_N + (THREE_PASS_N if three_pass_module() is not None else ())
+
+
+def __getattr__(name):  # SUPPORTED_N is computed on first access: the three-pass module is imported lazily
+    if name == "SUPPORTED_N":
+        return supported_n()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -35,15 +67,55 @@ BACKENDS = ("auto", "triton", "reference")
 # ---------------------------------------------------------------------------------------------------------------
 
 def check_seqlen(N) -> int:
-    """N must be one of SUPPORTED_N (the FFT size, not the input length)."""
-    if not isinstance(N, int) or N not in SUPPORTED_N:
+    """N must be one of supported_n() (the FFT size, not the input length)."""
+    if not isinstance(N, int) or (N not in FUSED_N and N not in supported_n()):
         raise ValueError(f"FFT size N={N!r} is not supported; supported N (the FFT size, ≥ 2·L for a causal "
-                         f"convolution): {list(SUPPORTED_N)}")
+                         f"convolution): {list(supported_n())}")
     return N
 
 
-def check_inputs(u: torch.Tensor, k: torch.Tensor, N: int) -> None:
-    """Validate u (B, H, L), k (H, Lk) and N for flash_butterfly_conv; raise ValueError naming the fix."""
+def check_gates(u: torch.Tensor, pregate, postgate) -> None:
+    """Both gates or neither; each a contiguous tensor of u's shape, dtype and device."""
+    if (pregate is None) != (postgate is None):
+        missing = "postgate" if postgate is None else "pregate"
+        raise ValueError(f"pass both pregate and postgate or neither: {missing} is missing; use "
+                         f"torch.ones_like(u) for the gate you do not need")
+    for name, gate in (("pregate", pregate), ("postgate", postgate)):
+        if gate is None:
+            continue
+        if not isinstance(gate, torch.Tensor):
+            raise ValueError(f"{name} must be a tensor shaped like u (B, H, L), got {type(gate).__name__}; "
+                             f"pass backend= by keyword")
+        if gate.shape != u.shape or gate.dtype != u.dtype or gate.device != u.device:
+            raise ValueError(f"{name} must match u: shape {tuple(u.shape)}, {u.dtype} on {u.device}; got "
+                             f"{tuple(gate.shape)}, {gate.dtype} on {gate.device} (use {name}.to(u))")
+        if not gate.is_contiguous():
+            raise ValueError(f"{name} is not contiguous: call .contiguous() on it")
+
+
+def check_blocks(u: torch.Tensor, N: int, dft1, dft2) -> None:
+    """Learned forward blocks: complex (N1, N1) / (N2, N2), or per channel (H, N1, N1) / (H, N2, N2), on u's device."""
+    if dft1 is None and dft2 is None:
+        return
+    if N not in FUSED_N:
+        raise ValueError(f"learned blocks dft1/dft2 need a fused FFT size N in {list(FUSED_N)}, got N={N}")
+    H = u.shape[1]
+    for name, blk, M in (("dft1", dft1, butterfly.default_sizes(N)[0]), ("dft2", dft2, butterfly.default_sizes(N)[1])):
+        if blk is None:
+            continue
+        if not isinstance(blk, torch.Tensor) or blk.dtype not in BLOCK_DTYPES:
+            raise ValueError(f"{name} must be a complex tensor (e.g. lconv.butterfly.dft_matrix({M}, "
+                             f"dtype=torch.complex64)), got {getattr(blk, 'dtype', type(blk).__name__)}")
+        if tuple(blk.shape) not in ((M, M), (H, M, M)):
+            raise ValueError(f"{name} must be ({M}, {M}) or per channel ({H}, {M}, {M}) for N={N} "
+                             f"(N1, N2 = {butterfly.default_sizes(N)}), got {tuple(blk.shape)}")
+        if blk.device != u.device:
+            raise ValueError(f"{name} is on {blk.device} and u on {u.device}: move it with {name}.to(u.device)")
+
+
+def check_inputs(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgate=None, dft1=None,
+                 dft2=None) -> None:
+    """Validate u (B, H, L), k (H, Lk), N, gates and learned blocks; raise ValueError naming the fix."""
     check_seqlen(N)
     if not isinstance(u, torch.Tensor) or not isinstance(k, torch.Tensor):
         raise ValueError("u and k must be torch tensors: u (B, H, L), k (H, L)")
@@ -58,7 +130,7 @@ def check_inputs(u: torch.Tensor, k: torch.Tensor, N: int) -> None:
         raise ValueError(f"k has {k.shape[0]} channels but u has H={H}: pass k as (H, L) = ({H}, L)")
     if L > N or k.shape[1] > N:
         raise ValueError(f"L={L} (u) and Lk={k.shape[1]} (k) must be ≤ the FFT size N={N}; pick N ≥ 2·L for a "
-                         f"causal convolution (supported N: {list(SUPPORTED_N)})")
+                         f"causal convolution (supported N: {list(supported_n())})")
     if u.dtype not in U_DTYPES:
         raise ValueError(f"u has dtype {u.dtype}; cast it to torch.float32, torch.float16 or torch.bfloat16")
     if k.dtype != torch.float32:
@@ -69,6 +141,8 @@ def check_inputs(u: torch.Tensor, k: torch.Tensor, N: int) -> None:
         raise ValueError("u is not contiguous: call .contiguous() on it")
     if not k.is_contiguous():
         raise ValueError("k is not contiguous: call .contiguous() on it")
+    check_gates(u, pregate, postgate)
+    check_blocks(u, N, dft1, dft2)
 
 
 def _pick_backend(u: torch.Tensor, backend: str) -> str:
@@ -139,78 +213,168 @@ def _launch_opts(N: int) -> dict:
     return {"num_warps": 4 if N <= 512 else 8, "num_stages": 1}
 
 
-def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pairs_per_prog: int | None = None) -> torch.Tensor:
-    """y (B, H, L) in u's dtype from the fused forward kernel."""
+def block_planes(dft: torch.Tensor | None, M: int, plan: torch.Tensor):
+    """Learned block (M, M) or (H, M, M) complex, unnormalised → (fp32 re/im planes scaled by 1/√M, channel stride).
+
+    None gives the fixed unitary DFT `plan` (2, M, M), shared (stride 0). Planes: (2, M, M) or (H, 2, M, M).
+    """
+    if dft is None:
+        return plan, 0
+    planes = torch.stack([dft.real, dft.imag], dim=-3).to(torch.float32) / math.sqrt(M)  # (..., 2, M, M)
+    return planes.contiguous(), (2 * M * M if dft.dim() == 3 else 0)
+
+
+def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pregate=None, postgate=None, blocks=None,
+         pairs_per_prog: int | None = None) -> torch.Tensor:
+    """y (B, H, L) in u's dtype from the fused forward kernel (learned kernel when `blocks` are given)."""
     B, H, L = u.shape
     N1, N2 = butterfly.default_sizes(N)
     dft1, dft2, tw = _plan(N, u.device)
     y = torch.empty_like(u)  # (B, H, L)
-    n_chunks, ppp = _chunks(-(-B // 2), H, u.device, pairs_per_prog)
-    _fb.flash_butterfly_fwd_kernel[(H * n_chunks,)](
-        u, y, k_f, dft1, dft2, tw,
-        B, H, L, n_chunks, ppp,
-        N1=N1, N2=N2, **_dot_args(u.dtype), **_launch_opts(N))
+    gated = pregate is not None
+    pre, post = (pregate, postgate) if gated else (u, u)  # unused pointers when not gated
+    meta = dict(N1=N1, N2=N2, GATED=gated, **_dot_args(u.dtype), **_launch_opts(N))
+    if blocks is None:
+        n_chunks, ppp = _chunks(-(-B // 2), H, u.device, pairs_per_prog)
+        _fb.flash_butterfly_fwd_kernel[(H * n_chunks,)](
+            u, y, pre, post, k_f, dft1, dft2, tw,
+            B, H, L, n_chunks, ppp, **meta)
+    else:
+        (blk1, s1), (blk2, s2) = blocks
+        n_chunks, rpp = _chunks(B, H, u.device, pairs_per_prog)
+        _fb.learned_fwd_kernel[(H * n_chunks,)](
+            u, y, pre, post, k_f, dft1, dft2, tw, blk1, blk2,
+            B, H, L, n_chunks, rpp, s1, s2, **meta)
     return y
 
 
-def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, need_du: bool = True,
-         need_dk: bool = True, pairs_per_prog: int | None = None):
-    """(du (B, H, L) in u's dtype or None, dk (H, Lk) fp32 or None) from the fused backward kernel."""
+def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, pregate=None, postgate=None,
+         blocks=None, need=(True, True, False, False, False, False), pairs_per_prog: int | None = None):
+    """Gradients from the fused backward kernel, None where not needed.
+
+    need = (du, dk, dpregate, dpostgate, dblock1, dblock2) → du, dpre, dpost (B, H, L) in u's dtype; dk (H, Lk) fp32;
+    dblock1/2: (H, 2, M, M) fp32 gradients of the kernel's scaled block planes (one per channel, not yet summed).
+    """
     B, H, L = u.shape
     N1, N2 = butterfly.default_sizes(N)
     dft1, dft2, tw = _plan(N, u.device)
-    n_chunks, ppp = _chunks(-(-B // 2), H, u.device, pairs_per_prog)
-    du = torch.empty_like(u) if need_du else u.new_empty(0)  # (B, H, L)
-    dk_partial = (torch.empty(n_chunks, H, Lk, device=u.device, dtype=torch.float32) if need_dk  # (C, H, Lk)
-                  else torch.empty(0, device=u.device, dtype=torch.float32))
-    _fb.flash_butterfly_bwd_kernel[(H * n_chunks,)](
-        u, dy, du, dk_partial, k_f, dft1, dft2, tw,
-        B, H, L, Lk, n_chunks, ppp, math.sqrt(N),
-        N1=N1, N2=N2, **_dot_args(u.dtype), COMPUTE_DU=need_du, COMPUTE_DK=need_dk,
-        **_launch_opts(N))
-    return (du if need_du else None), (dk_partial.sum(0) if need_dk else None)  # dk (H, Lk)
+    need_du, need_dk, need_dpre, need_dpost, need_db1, need_db2 = need
+    gated = pregate is not None
+    pre, post = (pregate, postgate) if gated else (u, u)
+    learned = blocks is not None
+    n_items = B if learned else -(-B // 2)  # rows (learned) or pairs of rows (fixed FFT)
+    n_chunks, ppp = _chunks(n_items, H, u.device, pairs_per_prog)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    empty = u.new_empty(0)
+    du = torch.empty_like(u) if need_du else empty  # (B, H, L)
+    dpre = torch.empty_like(u) if (gated and need_dpre) else empty
+    dpost = torch.empty_like(u) if (gated and need_dpost) else empty
+    dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else torch.empty(0, **f32)  # (C, H, Lk) partial sums
+    meta = dict(N1=N1, N2=N2, GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk,
+                COMPUTE_DPRE=gated and need_dpre, COMPUTE_DPOST=gated and need_dpost,
+                **_dot_args(u.dtype), **_launch_opts(N))
+    db1 = db2 = None
+    if not learned:
+        _fb.flash_butterfly_bwd_kernel[(H * n_chunks,)](
+            u, dy, pre, post, du, dpre, dpost, dk, k_f, dft1, dft2, tw,
+            B, H, L, Lk, n_chunks, ppp, math.sqrt(N), **meta)
+    else:
+        (blk1, s1), (blk2, s2) = blocks
+        need_db = need_db1 or need_db2
+        db1 = torch.empty(n_chunks, H, 2, N1, N1, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N1, N1)
+        db2 = torch.empty(n_chunks, H, 2, N2, N2, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N2, N2)
+        _fb.learned_bwd_kernel[(H * n_chunks,)](
+            u, dy, pre, post, du, dpre, dpost, dk, db1, db2, k_f, dft1, dft2, tw, blk1, blk2,
+            B, H, L, Lk, n_chunks, ppp, math.sqrt(N), s1, s2, COMPUTE_DBLK=need_db, **meta)
+        db1 = db1.sum(0) if need_db1 else None  # (H, 2, N1, N1)
+        db2 = db2.sum(0) if need_db2 else None
+    return ((du if need_du else None), (dk.sum(0) if need_dk else None),  # dk (H, Lk)
+            (dpre if gated and need_dpre else None), (dpost if gated and need_dpost else None), db1, db2)
+
+
+def _block_grad(g: torch.Tensor | None, dft: torch.Tensor | None, M: int):
+    """Gradient of the unnormalised complex block from the kernel's plane gradients (H, 2, M, M) fp32."""
+    if g is None or dft is None:
+        return None
+    if dft.dim() == 2:
+        g = g.sum(0)  # shared block: sum over channels, (2, M, M)
+    return (torch.complex(g[..., 0, :, :], g[..., 1, :, :]) / math.sqrt(M)).to(dft.dtype)  # (…, M, M)
 
 
 class FlashButterflyFn(torch.autograd.Function):
-    """Fused forward and backward kernels wired into autograd: y = conv_N(u, k)."""
+    """Fused forward and backward kernels wired into autograd: y = [post ⊙] conv_N([pre ⊙] u, k), learned or fixed."""
 
     @staticmethod
-    def forward(ctx, u, k, N):
+    def forward(ctx, u, k, pregate, postgate, dft1, dft2, N):
         k_f = k_f_planes(k, N)  # (H, 2, N) fp32, once per call
-        ctx.save_for_backward(u, k_f)
-        ctx.N, ctx.Lk = N, k.shape[-1]
-        return _fwd(u, k_f, N)
+        blocks = None
+        if dft1 is not None or dft2 is not None:
+            N1, N2 = butterfly.default_sizes(N)
+            plan1, plan2, _ = _plan(N, u.device)
+            blocks = (block_planes(dft1, N1, plan1), block_planes(dft2, N2, plan2))
+        ctx.save_for_backward(u, k_f, pregate, postgate, dft1, dft2)
+        ctx.blocks, ctx.N, ctx.Lk = blocks, N, k.shape[-1]
+        return _fwd(u, k_f, N, pregate, postgate, blocks)
 
     @staticmethod
     def backward(ctx, dy):
-        u, k_f = ctx.saved_tensors
+        u, k_f, pregate, postgate, dft1, dft2 = ctx.saved_tensors
         dy = dy.to(u.dtype).contiguous()  # (B, H, L)
-        du, dk = _bwd(u, dy, k_f, ctx.N, ctx.Lk, need_du=ctx.needs_input_grad[0], need_dk=ctx.needs_input_grad[1])
-        return du, dk, None
+        need = ctx.needs_input_grad[:6]
+        du, dk, dpre, dpost, db1, db2 = _bwd(u, dy, k_f, ctx.N, ctx.Lk, pregate, postgate, ctx.blocks, need)
+        N1, N2 = butterfly.default_sizes(ctx.N)
+        return du, dk, dpre, dpost, _block_grad(db1, dft1, N1), _block_grad(db2, dft2, N2), None
+
+
+def _reference(u, k, N, pregate, postgate, dft1, dft2):
+    """The PyTorch path: lconv.butterfly.butterfly_conv (fixed FFT) or lconv.learned_butterfly (learned blocks)."""
+    v = u if pregate is None else u * pregate  # (B, H, L)
+    if dft1 is None and dft2 is None:
+        y = butterfly.butterfly_conv(v, k, N)
+    else:
+        try:
+            from lconv.learned_butterfly import learned_butterfly_conv
+        except ImportError as exc:
+            raise ValueError("learned blocks on the reference backend need lconv.learned_butterfly; run on the "
+                             "Triton backend (a GPU, or TRITON_INTERPRET=1 on CPU)") from exc
+        N1, N2 = butterfly.default_sizes(N)
+        dft1 = butterfly.dft_matrix(N1, dtype=torch.complex64, device=u.device) if dft1 is None else dft1
+        dft2 = butterfly.dft_matrix(N2, dtype=torch.complex64, device=u.device) if dft2 is None else dft2
+        y = learned_butterfly_conv(v, k, N, dft1, dft2).to(u.dtype)
+    return y if postgate is None else y * postgate
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------------------------
 
-def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, backend: str = "auto") -> torch.Tensor:
-    """y (B, H, L) = first L entries of the N-point circular convolution of zero-padded u (B, H, L) and k (H, Lk).
+def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torch.Tensor | None = None,
+                         postgate: torch.Tensor | None = None, *, dft1: torch.Tensor | None = None,
+                         dft2: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """y (B, H, L) = postgate ⊙ (first L of the N-point circular convolution of zero-padded pregate ⊙ u and k).
 
     N is the FFT size (one of SUPPORTED_N): L, Lk ≤ N/2 gives the causal linear convolution y[t] = Σ_s k[s]·u[t−s],
-    L = N the circular one. u fp32/fp16/bf16, k fp32; y has u's dtype; differentiable in u and k.
+    L = N the circular one. u fp32/fp16/bf16 (B, H, L), k fp32 (H, Lk); y has u's dtype; differentiable in all.
+    Gates: both or neither, shaped like u, fused into the kernel's loads and stores.
+    dft1 (N1, N1) / dft2 (N2, N2), complex, or per channel (H, ·, ·): learned forward blocks of u's transform,
+    unnormalised (lconv.butterfly.dft_matrix at init, (N1, N2) = lconv.butterfly.default_sizes(N)); k's spectrum and
+    the inverse stay exact and y = Re(F^{-1}(F_k ⊙ A(u)))[:L] row by row, which equals the plain conv at A = DFT.
+    N > 4096 runs kernels.three_pass (when present; no learned blocks there).
     backend: "auto" (Triton where it can run, see the module docstring), "triton", or "reference".
     """
-    check_inputs(u, k, N)
+    check_inputs(u, k, N, pregate, postgate, dft1, dft2)
+    if N not in FUSED_N:  # N > 4096: the three-pass kernel (or its reference), which owns its dispatch
+        return three_pass_module().three_pass_conv(u, k, N, pregate, postgate, backend=backend)
     if _pick_backend(u, backend) == "reference" or u.numel() == 0 or k.numel() == 0:  # empty: nothing to launch
-        return butterfly.butterfly_conv(u, k, N)
-    return FlashButterflyFn.apply(u, k, N)
+        return _reference(u, k, N, pregate, postgate, dft1, dft2)
+    return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)
 
 
 class FlashButterflyConv(nn.Module):
     """FFT convolution by the fused FlashButterfly kernel; `seqlen` is the FFT size N (not the input length L).
 
-    Drop-in for flash-fft-conv's FlashFFTConv(seqlen, dtype): forward(u, k) with u (B, H, L) of `dtype` and
-    k (H, L) fp32; L = seqlen/2 gives a causal linear convolution, L = seqlen a circular one.
+    Drop-in for flash-fft-conv's FlashFFTConv(seqlen, dtype): forward(u, k, pregate=None, postgate=None) with
+    u (B, H, L) of `dtype` and k (H, L) fp32; L = seqlen/2 gives a causal linear convolution, L = seqlen a circular one.
     """
 
     def __init__(self, seqlen: int, dtype: torch.dtype = torch.float16, backend: str = "auto"):
@@ -224,18 +388,11 @@ class FlashButterflyConv(nn.Module):
 
     def forward(self, u: torch.Tensor, k: torch.Tensor, pregate: torch.Tensor | None = None,
                 postgate: torch.Tensor | None = None) -> torch.Tensor:
-        """y = postgate ⊙ conv(pregate ⊙ u, k); gates (B, H, L) like u, applied in PyTorch (not fused)."""
+        """y = postgate ⊙ conv(pregate ⊙ u, k); gates (both or neither) shaped like u, fused into the kernel."""
         if isinstance(u, torch.Tensor) and u.dtype != self.dtype:
             raise ValueError(f"u has dtype {u.dtype} but this module was built for {self.dtype}: cast u with "
                              f".to({self.dtype}) or build FlashButterflyConv(seqlen, dtype={u.dtype})")
-        for name, gate in (("pregate", pregate), ("postgate", postgate)):
-            if gate is not None and (gate.shape != u.shape or gate.device != u.device):
-                raise ValueError(f"{name} must match u: shape {tuple(u.shape)} on {u.device}, got "
-                                 f"{tuple(gate.shape)} on {gate.device}")
-        if pregate is not None:
-            u = (u * pregate).contiguous()
-        y = flash_butterfly_conv(u, k, self.seqlen, backend=self.backend)
-        return y if postgate is None else y * postgate
+        return flash_butterfly_conv(u, k, self.seqlen, pregate, postgate, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"seqlen={self.seqlen}, dtype={self.dtype}, backend={self.backend!r}"

@@ -4,6 +4,7 @@ Error criterion (forward, du, dk): max error against an fp64 reference on the sa
 2× PyTorch's own error in that dtype (fp32 torch.fft conv of the rounded inputs, output cast to the dtype) plus
 atol 1e-2 (dk: 1e-1), for u = randn·0.02 and kernels k = randn with no decay, as in flash-fft-conv's tests.
 """
+import importlib.util
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ def check_against_torch(N, L, dtype, B=2, H=3, Lk=None, device="cpu"):
 
 # Every N with causal (odd L = N/2 - 1) and circular (L = N) lengths, fp32 and fp16, plus a few odd lengths,
 # wrap-around ones (N/2 < L < N) among them.
-CASES = [(N, L, dtype) for N in kconv.SUPPORTED_N for L in (N // 2 - 1, N) for dtype in (torch.float32, torch.float16)]
+CASES = [(N, L, dtype) for N in kconv.FUSED_N for L in (N // 2 - 1, N) for dtype in (torch.float32, torch.float16)]
 CASES += [(256, 201, torch.float16), (512, 333, torch.float32), (1024, 101, torch.float16), (4096, 3001, torch.float16)]
 
 
@@ -100,12 +101,12 @@ def test_dk_reduction_over_many_chunks():
     dy = torch.randn(B, H, L) * 0.02
     k_f = kconv.k_f_planes(k, N)
     y = kconv._fwd(u, k_f, N, pairs_per_prog=1)
-    du, dk = kconv._bwd(u, dy, k_f, N, L, pairs_per_prog=1)
+    du, dk = kconv._bwd(u, dy, k_f, N, L, pairs_per_prog=1)[:2]
     y_ref, du_ref, dk_ref = conv_and_grads(lambda u, k: torch_conv(u, k, N), u.double(), k.double(), dy.double())
     torch.testing.assert_close(y.double(), y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(du.double(), du_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dk.double(), dk_ref, atol=1e-6, rtol=1e-5)
-    du_only, dk_none = kconv._bwd(u, dy, k_f, N, L, need_dk=False)
+    du_only, dk_none = kconv._bwd(u, dy, k_f, N, L, need=(True, False, False, False, False, False))[:2]
     assert dk_none is None
     torch.testing.assert_close(du_only, du)
 
@@ -190,3 +191,28 @@ def test_import_without_triton_falls_back_to_reference():
             "assert (y - ref).abs().max() < 1e-4\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+@needs_triton
+def test_large_n_dispatches_to_three_pass_when_present():
+    """N > 4096 goes to kernels.three_pass (ENGINEER B's module); SUPPORTED_N lists its sizes only when it exists."""
+    if importlib.util.find_spec("kernels.three_pass") is None:
+        assert kernels.SUPPORTED_N == kconv.FUSED_N
+        with pytest.raises(ValueError, match="supported N.*4096\\]"):
+            kernels.FlashButterflyConv(8192)
+        pytest.skip("kernels.three_pass is not there")
+    assert kernels.SUPPORTED_N[-1] == 2 ** 20 and 8192 in kconv.supported_n()
+    N, L = 8192, 4095
+    u, k = torch.randn(2, 1, L) * 0.02, torch.randn(1, L)
+    pre, post, dy = torch.randn_like(u), torch.randn_like(u), torch.randn_like(u) * 0.02
+    for gates in ((None, None), (pre, post)):
+        def ours(u, k):
+            return kernels.FlashButterflyConv(N, dtype=torch.float32)(u, k, *gates)
+
+        def ref(u, k):
+            v = u if gates[0] is None else u * gates[0].double()
+            return torch_conv(v, k, N) * (1.0 if gates[1] is None else gates[1].double())
+
+        for name, o, r in zip(("y", "du", "dk"), conv_and_grads(ours, u, k, dy),
+                              conv_and_grads(ref, u.double(), k.double(), dy.double())):
+            assert (o.double() - r).abs().max().item() <= 1e-4 * r.abs().max().item(), name

@@ -1,0 +1,117 @@
+"""kernels: fused gating y = postgate ⊙ conv(pregate ⊙ u, k) and its gradients, Triton (interpreter on CPU) vs fp64.
+
+Same error criterion as tests/test_kernels.py: max error against an fp64 reference on the same (dtype-rounded)
+inputs ≤ 2× PyTorch's own error in that dtype (gates, conv output and gradients rounded to the dtype where PyTorch
+would round them) + atol 1e-2 (dk: 1e-1), for u, dy = randn·0.02, gates randn, k randn with no decay.
+"""
+import pytest
+import torch
+from test_kernels import EPS, needs_triton, torch_conv
+
+import kernels
+
+
+def gated_and_grads(fn, u, k, pre, post, dy):
+    """y, du, dk, dpregate, dpostgate of y = fn(u, k, pre, post) with upstream gradient dy."""
+    leaves = [t.detach().clone().requires_grad_() for t in (u, k, pre, post)]
+    y = fn(*leaves)
+    y.backward(dy.to(y.dtype))
+    return (y.detach(), *(t.grad for t in leaves))
+
+
+def check_gated(N, L, dtype, B=2, H=2):
+    """Triton vs fp64 vs PyTorch-in-dtype; returns {name: (our error, PyTorch's error)}."""
+    u = (torch.randn(B, H, L) * 0.02).to(dtype)
+    k = torch.randn(H, L)
+    pre, post = torch.randn(B, H, L).to(dtype), torch.randn(B, H, L).to(dtype)
+    dy = (torch.randn(B, H, L) * 0.02).to(dtype)
+
+    def ours_fn(u, k, pre, post):
+        return kernels.flash_butterfly_conv(u, k, N, pre, post, backend="triton")
+
+    def torch_fn(u, k, pre, post):  # fp32 FFT conv; products and outputs rounded to the dtype like PyTorch would
+        v = (u * pre).to(dtype).float()
+        return (torch_conv(v, k, N).to(dtype).float() * post).to(dtype)
+
+    ours = gated_and_grads(ours_fn, u, k, pre, post, dy)
+    ref = gated_and_grads(lambda u, k, pre, post: torch_conv(u * pre, k, N) * post,
+                          u.double(), k.double(), pre.double(), post.double(), dy.double())
+    base = gated_and_grads(torch_fn, u.float(), k, pre.float(), post.float(), dy.float())
+    names = ("y", "du", "dk", "dpregate", "dpostgate")
+    errs = {}
+    for name, o, r, b in zip(names, ours, ref, base):
+        assert o.dtype == (torch.float32 if name == "dk" else dtype), name
+        if name != "dk":
+            b = b.to(dtype)  # PyTorch's gradients in the input dtype, like ours
+        atol = 1e-1 if name == "dk" else 1e-2
+        err, err_torch = (o.double() - r).abs().max().item(), (b.double() - r).abs().max().item()
+        assert err <= 2 * err_torch + atol, f"{name}: error {err:.3g} vs PyTorch's {err_torch:.3g} ({dtype}, N={N})"
+        assert err <= 4 * err_torch + 4 * EPS[dtype] * r.abs().max().item(), f"{name}: error {err:.3g} ({dtype})"
+        errs[name] = (err, err_torch)
+    return errs
+
+
+CASES = [(N, L, dtype) for N, L in ((256, 127), (1024, 511), (1024, 301), (4096, 2047))
+         for dtype in (torch.float32, torch.float16)]
+
+
+@needs_triton
+@pytest.mark.parametrize("N,L,dtype", CASES, ids=[f"N{n}-L{ell}-{str(d)[6:]}" for n, ell, d in CASES])
+def test_gated_forward_backward_match_fp64(N, L, dtype):
+    check_gated(N, L, dtype)
+
+
+@needs_triton
+def test_gated_odd_batch_and_bf16():
+    """B odd (the last pair has no partner; its gates are masked the same way) and bf16 loads/stores."""
+    check_gated(512, 255, torch.float32, B=3, H=1)
+    check_gated(256, 127, torch.bfloat16, B=1, H=2)
+
+
+@needs_triton
+def test_gate_gradients_alone_and_chunked():
+    """Only the gates need gradients; and one pair per program (dk summed over chunks) gives the same numbers."""
+    B, H, L, N = 5, 2, 100, 256
+    u, k = torch.randn(B, H, L) * 0.02, torch.randn(H, L)
+    pre, post, dy = torch.randn(B, H, L), torch.randn(B, H, L), torch.randn(B, H, L) * 0.02
+    ref = gated_and_grads(lambda u, k, pre, post: torch_conv(u * pre, k, N) * post,
+                          u.double(), k.double(), pre.double(), post.double(), dy.double())
+    pre_g, post_g = pre.clone().requires_grad_(), post.clone().requires_grad_()
+    kernels.flash_butterfly_conv(u, k, N, pre_g, post_g).backward(dy)
+    torch.testing.assert_close(pre_g.grad.double(), ref[3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(post_g.grad.double(), ref[4], atol=1e-5, rtol=1e-5)
+    k_f = kernels.conv.k_f_planes(k, N)
+    y = kernels.conv._fwd(u, k_f, N, pre, post, pairs_per_prog=1)
+    du, dk, dpre, dpost, _, _ = kernels.conv._bwd(u, dy, k_f, N, L, pre, post, need=(True,) * 4 + (False,) * 2,
+                                                  pairs_per_prog=1)
+    for got, want in zip((y, du, dk, dpre, dpost), ref):
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_module_and_reference_backend_with_gates():
+    u = (torch.randn(2, 3, 100) * 0.02)
+    k = torch.randn(3, 100)
+    pre, post = torch.randn_like(u), torch.randn_like(u)
+    ref = torch_conv((u * pre).double(), k.double(), 256) * post.double()
+    for backend in ("auto", "reference"):
+        y = kernels.FlashButterflyConv(256, dtype=torch.float32, backend=backend)(u, k, pre, post)
+        torch.testing.assert_close(y.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+U, K = torch.randn(2, 3, 128), torch.randn(3, 128)
+BAD = [
+    (dict(pregate=torch.ones_like(U)), "pass both pregate and postgate or neither: postgate is missing"),
+    (dict(postgate=torch.ones_like(U)), "pregate is missing; use torch.ones_like"),
+    (dict(pregate=torch.ones(2, 3, 64), postgate=torch.ones_like(U)), "pregate must match u: shape \\(2, 3, 128\\)"),
+    (dict(pregate=torch.ones_like(U), postgate=torch.ones_like(U).half()), "postgate must match u.*float16"),
+    (dict(pregate=torch.ones(2, 128, 3).transpose(1, 2), postgate=torch.ones_like(U)), "call .contiguous\\(\\)"),
+    (dict(pregate="triton", postgate=torch.ones_like(U)), "pass backend= by keyword"),
+]
+
+
+@pytest.mark.parametrize("bad,match", BAD, ids=[m[:28] for _, m in BAD])
+def test_bad_gates_raise_value_error_naming_the_fix(bad, match):
+    with pytest.raises(ValueError, match=match):
+        kernels.flash_butterfly_conv(U, K, 256, bad.get("pregate"), bad.get("postgate"))
+    with pytest.raises(ValueError, match=match):
+        kernels.FlashButterflyConv(256, dtype=torch.float32)(U, K, bad.get("pregate"), bad.get("postgate"))

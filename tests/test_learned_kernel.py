@@ -1,0 +1,183 @@
+"""kernels: learned forward Butterfly blocks (dft1, dft2) in the Triton kernels vs a PyTorch autograd reference.
+
+The operator: u's forward transform uses learned blocks A1 = dft1 (N1, N1), A2 = dft2 (N2, N2), unnormalised, in the
+Monarch order Z[f1, f2] = Σ_{n1, n2} A1[f1, n1] · tw[f1, n2] · u[n1·N2 + n2] · A2[n2, f2]; k's spectrum and the inverse
+FFT stay exact; y = Re(F^{-1}(F_k ⊙ Z))[:L] row by row (as the official `.real` of `ifft`). At A = DFT: the plain conv.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from test_kernels import EPS, needs_triton, torch_conv
+
+import kernels
+from lconv.butterfly import default_sizes, dft_matrix, k_f_permuted, monarch_ifft, twiddle
+
+
+def learned_conv_ref(u, k, N, dft1, dft2):
+    """The operator above from lconv.butterfly building blocks (autograd in every input; fp64 for fp64 inputs)."""
+    N1, N2 = default_sizes(N)
+    B, H, L = u.shape
+    cdt = torch.complex128 if u.dtype == torch.float64 else torch.complex64
+    x = F.pad(u, (0, N - L)).to(cdt).reshape(B, H, N1, N2)  # (B, H, N1, N2): x[n1, n2] = u[n1·N2 + n2]
+    Z = ((dft1.to(cdt) @ x) * twiddle(N1, N2, dtype=cdt)) @ dft2.to(cdt)  # (B, H, N1, N2) permuted order
+    Y = Z.reshape(B, H, N) * k_f_permuted(k, N)  # (B, H, N)
+    return monarch_ifft(Y, (N1, N2), permuted=True).real[..., :L]  # (B, H, L)
+
+
+def perturbed_blocks(N, H=None, scale=0.1, dtype=torch.complex64):
+    """DFT blocks plus scale·(randn + i·randn), shared (M, M) or per channel (H, M, M)."""
+    out = []
+    for M in default_sizes(N):
+        shape = (M, M) if H is None else (H, M, M)
+        noise = torch.complex(torch.randn(shape), torch.randn(shape)).to(torch.complex128)
+        out.append((dft_matrix(M) + scale * noise).to(dtype))
+    return out
+
+
+def learned_and_grads(fn, u, k, pre, post, dft1, dft2, dy):
+    """Outputs and gradients of y = fn(u, k, pre, post, dft1, dft2) for every input (pre/post may be None)."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in (u, k, pre, post, dft1, dft2)]
+    y = fn(*leaves)
+    y.backward(dy.to(y.dtype))
+    return (y.detach(), *(None if t is None else t.grad for t in leaves))
+
+
+def ours(N, **kw):
+    return lambda u, k, pre, post, d1, d2: kernels.flash_butterfly_conv(u, k, N, pre, post, dft1=d1, dft2=d2,
+                                                                       backend="triton", **kw)
+
+
+def ref64(N):
+    def fn(u, k, pre, post, d1, d2):
+        y = learned_conv_ref(u if pre is None else u * pre, k, N, d1, d2)
+        return y if post is None else y * post
+    return fn
+
+
+def test_reference_is_the_plain_conv_at_dft_init():
+    u, k = torch.randn(3, 2, 100, dtype=torch.float64), torch.randn(2, 100, dtype=torch.float64)
+    N1, N2 = default_sizes(512)
+    torch.testing.assert_close(learned_conv_ref(u, k, 512, dft_matrix(N1), dft_matrix(N2)), torch_conv(u, k, 512))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_dft_init_gives_the_plain_kernel_output(dtype):
+    N, L = 1024, 300
+    u, k = (torch.randn(3, 2, L) * 0.02).to(dtype), torch.randn(2, L)
+    N1, N2 = default_sizes(N)
+    plain = kernels.flash_butterfly_conv(u, k, N)
+    learned = kernels.flash_butterfly_conv(u, k, N, dft1=dft_matrix(N1, dtype=torch.complex64),
+                                           dft2=dft_matrix(N2, dtype=torch.complex64))
+    assert learned.dtype == dtype
+    tol = 2e-6 if dtype == torch.float32 else 4 * EPS[dtype]
+    scale = plain.float().abs().max().item()
+    assert (learned.float() - plain.float()).abs().max().item() <= tol * scale
+
+
+def check_learned(N, L, B=3, H=2, per_channel=False, gated=False, only_dft1=False):
+    """fp32 kernel vs fp64 autograd reference: forward and every gradient, relative to each reference's max."""
+    u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
+    pre, post = (torch.randn(B, H, L), torch.randn(B, H, L)) if gated else (None, None)
+    d1, d2 = perturbed_blocks(N, H if per_channel else None)
+    if only_dft1:
+        d2 = None
+    got = learned_and_grads(ours(N), u, k, pre, post, d1, d2, dy)
+    N2 = default_sizes(N)[1]
+    d2_ref = dft_matrix(N2) if d2 is None else d2.to(torch.complex128)
+    want = learned_and_grads(ref64(N), u.double(), k.double(), None if pre is None else pre.double(),
+                             None if post is None else post.double(), d1.to(torch.complex128), d2_ref, dy.double())
+    names = ("y", "du", "dk", "dpregate", "dpostgate", "ddft1", "ddft2")
+    for name, g, w in zip(names, got, want):
+        if g is None:
+            assert name in ("dpregate", "dpostgate") and not gated or name == "ddft2" and only_dft1, name
+            continue
+        assert g.shape == w.shape and g.dtype == (torch.complex64 if name.startswith("ddft") else torch.float32)
+        err = (g.to(w.dtype) - w).abs().max().item()
+        assert err <= 2e-5 * w.abs().max().item(), f"{name}: error {err:.3g} vs max {w.abs().max().item():.3g}"
+
+
+@needs_triton
+@pytest.mark.parametrize("N,L", [(256, 127), (512, 255), (2048, 700)])
+def test_perturbed_blocks_match_autograd_reference(N, L):
+    """N1 ≠ N2 at 512 (16·32) and 2048 (32·64): transposes and block shapes must line up."""
+    check_learned(N, L)
+
+
+@needs_triton
+def test_per_channel_blocks_with_gates():
+    check_learned(512, 200, B=2, H=3, per_channel=True, gated=True)
+
+
+@needs_triton
+def test_only_dft1_learned():
+    check_learned(256, 128, B=1, H=2, only_dft1=True)
+
+
+@needs_triton
+def test_block_gradients_summed_over_chunks():
+    """One row per program: dk and the block gradients are summed over 5 chunks and 3 channels by PyTorch."""
+    B, H, L, N = 5, 3, 100, 256
+    N1, N2 = default_sizes(N)
+    u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
+    d1, d2 = perturbed_blocks(N)
+    plans = kernels.conv._plan(N, u.device)
+    blocks = (kernels.conv.block_planes(d1, N1, plans[0]), kernels.conv.block_planes(d2, N2, plans[1]))
+    k_f = kernels.conv.k_f_planes(k, N)
+    y = kernels.conv._fwd(u, k_f, N, blocks=blocks, pairs_per_prog=1)
+    need = (True, True, False, False, True, True)  # du, dk, (no gates), dA1, dA2
+    du, dk, _, _, g1, g2 = kernels.conv._bwd(u, dy, k_f, N, L, blocks=blocks, need=need, pairs_per_prog=1)
+    want = learned_and_grads(ref64(N), u.double(), k.double(), None, None, d1.to(torch.complex128),
+                             d2.to(torch.complex128), dy.double())
+    got = (y, du, dk, kernels.conv._block_grad(g1, d1, N1), kernels.conv._block_grad(g2, d2, N2))
+    for g, w in zip(got, (want[0], want[1], want[2], want[5], want[6])):
+        assert (g.to(w.dtype) - w).abs().max().item() <= 2e-5 * w.abs().max().item()
+
+
+@needs_triton
+def test_fp16_forward():
+    """fp16 u with perturbed blocks: error a few ulps of fp16 relative to the output's scale (blocks rounded too)."""
+    N, L = 1024, 511
+    u, k = (torch.randn(2, 2, L) * 0.02).half(), torch.randn(2, L)
+    d1, d2 = perturbed_blocks(N)
+    y = kernels.flash_butterfly_conv(u, k, N, dft1=d1, dft2=d2)
+    want = learned_conv_ref(u.double(), k.double(), N, d1.to(torch.complex128), d2.to(torch.complex128))
+    base = learned_conv_ref(u.float(), k, N, d1, d2).half()  # PyTorch in fp32, rounded to fp16 at the end
+    err, err_torch = (y.double() - want).abs().max().item(), (base.double() - want).abs().max().item()
+    assert y.dtype == torch.float16
+    assert err <= 2 * err_torch + 1e-2
+    assert err <= 8 * EPS[torch.float16] * want.abs().max().item(), f"error {err:.3g}, PyTorch's {err_torch:.3g}"
+
+
+def test_learned_butterfly_reference_agrees_when_present():
+    """lconv.learned_butterfly (the model side's reference) computes the same operator as the kernel."""
+    lb = pytest.importorskip("lconv.learned_butterfly")
+    N, L = 256, 100
+    u, k = torch.randn(2, 2, L, dtype=torch.float64) * 0.02, torch.randn(2, L, dtype=torch.float64)
+    d1, d2 = (d.to(torch.complex128) for d in perturbed_blocks(N))
+    torch.testing.assert_close(lb.learned_butterfly_conv(u, k, N, d1, d2).double(), learned_conv_ref(u, k, N, d1, d2))
+    u32, k32, d1c, d2c = u.float(), k.float(), d1.to(torch.complex64), d2.to(torch.complex64)
+    y_ref_backend = kernels.flash_butterfly_conv(u32, k32, N, dft1=d1c, dft2=d2c, backend="reference")
+    y_auto = kernels.flash_butterfly_conv(u32, k32, N, dft1=d1c, dft2=d2c)
+    torch.testing.assert_close(y_auto, y_ref_backend, atol=1e-5, rtol=1e-4)
+
+
+U, K = torch.randn(2, 3, 100), torch.randn(3, 100)
+D16 = dft_matrix(16, dtype=torch.complex64)
+BAD = [
+    (dict(dft1=D16.real), "dft1 must be a complex tensor"),
+    (dict(dft1=D16[:8, :8]), "dft1 must be \\(16, 16\\) or per channel \\(3, 16, 16\\)"),
+    (dict(dft2=torch.stack([D16] * 2)), "dft2 must be \\(16, 16\\) or per channel \\(3, 16, 16\\)"),
+    (dict(dft1=D16.to("meta")), "move it with dft1.to"),
+]
+
+
+@pytest.mark.parametrize("bad,match", BAD, ids=[m[:24] for _, m in BAD])
+def test_bad_blocks_raise_value_error_naming_the_fix(bad, match):
+    with pytest.raises(ValueError, match=match):
+        kernels.flash_butterfly_conv(U, K, 256, **bad)
+
+
+def test_blocks_need_a_fused_size():
+    with pytest.raises(ValueError, match="N"):
+        kernels.flash_butterfly_conv(U, K, 8192, dft1=dft_matrix(64, dtype=torch.complex64))
