@@ -1,83 +1,505 @@
-"""python -m kernels.bench: PyTorch fp32 FFT conv vs FlashButterfly, B=64, H=768, fp16 u, N = 1K and 4K, on one GPU.
+"""python -m kernels.bench: FlashButterfly against PyTorch FFT convolutions, N = 256 … 1M, on one GPU.
 
-Times forward and forward+backward with triton.testing.do_bench (median ms), reports effective HBM bandwidth of the
-forward (u read + y written + k_f read), checks the outputs agree, and writes results/bench_flashbutterfly.json with
-lconv.results.provenance(). Expect nothing on CPU: it prints "no GPU: skipping" and exits 0.
-The peer's numbers (flash-fft-conv, H100, gated conv) are stored beside ours for reference, not as our result.
+What it measures (triton.testing.do_bench, median ms), per FFT size N, dtype (fp16, bf16) and mode:
+  - "plain"  L = N (circular, the peer's setting), "gated" L = N with pregate and postgate (the peer's published
+    benchmark), "causal" L = N/2 (zero-padded linear convolution, the paper's setting);
+  - forward and forward+backward; peak GPU memory of one call;
+  - ours: kernels.FlashButterflyConv (fused kernel, N ≤ 4096) or kernels.three_pass.three_pass_conv (N > 4096);
+  - baselines: `torch_complex_conv` (fp32 complex FFT of u and k, multiply, inverse FFT: the peer's PyTorch
+    baseline) and `torch_rfft_conv` (lconv.conv.fft_conv with check_finite=False, cuFFT real FFTs: the paper's
+    baseline; for L = N, where fft_conv would pad to 2N, the same rfft maths at size N, `torch_fft_conv`);
+  - achieved memory bandwidth = bytes of u, y, k (and gates) moved once / time, against the device's peak
+    (`PEAK_BANDWIDTH`); "fwd_bwd" rows count u, y, dy, du, k, dk (and gates, their gradients) once;
+  - the paper's 128K comparison: S4D kernel generation (lconv.layers.S4DKernel) + FFT conv against a long conv
+    with the kernel given (ours).
+B·H is scaled down where B·H·L would exceed --max-elems (default 2^28, about 14 GB for the fp32 complex baseline's
+fwd+bwd); every row reports ns per element and the time scaled linearly to the full B = 64, H = 768 grid.
+Results: results/bench-<device>-<UTC time>.{json,csv,png}, written atomically, with lconv.results.provenance().
+Without CUDA it prints "no GPU: skipping" and exits 0. Notebooks show the latest recorded results without a GPU
+through `load_latest`, `results_table` and `plot_results`.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-# flash-fft-conv README, H100, B=64, H=768, fp16, gated conv (see /work/shared/PAPER.md): N → (PyTorch ms, peer ms)
-PEER_MS = {1024: (2.30, 0.29), 4096: (9.49, 1.43)}
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+FULL_B, FULL_H = 64, 768
+MODES = ("plain", "gated", "causal")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+FULL_N = tuple(1 << e for e in range(8, 21))  # 256 … 1M
+QUICK_N = (1024, 4096, 16384)
+FUSED_MAX_N = 4096
 
+# Peak HBM bandwidth (bytes/s) by device name: (substrings that must all appear, lower case) → peak.
+PEAK_BANDWIDTH = (
+    (("h100", "pcie"), 2.0e12),
+    (("h100", "nvl"), None),  # not in our table: unknown
+    (("h100",), 3.35e12),  # H100 SXM (HBM3)
+    (("h200",), 4.8e12),
+    (("a100", "80gb"), 2.0e12),
+)
+
+# flash-fft-conv README, H100, B=64, H=768, fp16, gated conv (see /work/shared/PAPER.md): N → (PyTorch ms, peer ms)
+PEER_MS = {256: (0.62, 0.11), 1024: (2.30, 0.29), 4096: (9.49, 1.43), 16384: (29.9, 12.2), 32768: (84.8, 26.3),
+           1 << 20: (3071.0, 1769.0), 1 << 22: (13031.0, 10049.0)}
+PEER_SPEEDUP = {256: 5.64, 1024: 7.93, 4096: 6.64, 16384: 2.45, 32768: 3.22, 1 << 20: 1.74, 1 << 22: 1.30}
+
+# Targets of the workbook (printed with where we stand).
+TARGET_FWD_VS_RFFT = 2.2  # paper: 2.2× over cuFFT-based FFT conv, every N 256 … 64K
+TARGET_FWD_BWD_VS_RFFT = 2.0
+TARGET_BW_FRACTION = 0.70  # of peak, N ≤ 4K
+TARGET_S4D_128K = 1.8  # paper: 1.8× faster than S4D (generation + FFT conv) at 128K
+
+CSV_COLUMNS = ("N", "L", "B", "H", "dtype", "mode", "pass", "kernel", "ms_ours", "ms_torch_complex", "ms_torch_rfft",
+               "speedup_vs_complex", "speedup_vs_rfft", "ns_per_elem_ours", "ms_ours_full_grid", "bytes",
+               "bw_ours_GBps", "bw_fraction_of_peak", "peak_mem_ours_MB", "peak_mem_complex_MB", "peak_mem_rfft_MB",
+               "max_abs_diff", "peer_speedup", "note")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The grid and the arithmetic (no GPU needed; tested on CPU)
+# ---------------------------------------------------------------------------------------------------------------
+
+def peak_bandwidth(device_name: str) -> float | None:
+    """Peak HBM bandwidth in bytes/s for a device name from PEAK_BANDWIDTH, or None when unknown."""
+    name = device_name.lower()
+    for keys, peak in PEAK_BANDWIDTH:
+        if all(key in name for key in keys):
+            return peak
+    return None
+
+
+def scale_batch(B: int, H: int, L: int, max_elems: int) -> tuple[int, int]:
+    """(B, H) shrunk so B·H·L ≤ max_elems: B first, then H (never below 1)."""
+    if B * H * L <= max_elems:
+        return B, H
+    B = max(1, max_elems // (H * L))
+    if B * H * L > max_elems:
+        H = max(1, max_elems // L)
+    return B, H
+
+
+def grid(quick: bool = False, Ns=None, dtypes=("float16", "bfloat16"), modes=MODES, B: int = FULL_B,
+         H: int = FULL_H, max_elems: int = 1 << 28) -> list[dict]:
+    """The benchmark cases: one dict (N, L, B, H, dtype, mode) per FFT size, dtype and mode."""
+    Ns = Ns or (QUICK_N if quick else FULL_N)
+    dtypes = ("float16",) if quick and dtypes == ("float16", "bfloat16") else dtypes
+    cases = []
+    for N in Ns:
+        for dtype in dtypes:
+            for mode in modes:
+                if mode not in MODES:
+                    raise ValueError(f"mode={mode!r}: use one of {MODES}")
+                L = N // 2 if mode == "causal" else N
+                b, h = scale_batch(B, H, L, max_elems)
+                cases.append({"N": N, "L": L, "B": b, "H": h, "dtype": dtype, "mode": mode})
+    return cases
+
+
+def io_bytes(B: int, H: int, L: int, Lk: int, elem_size: int, gated: bool, backward: bool = False) -> int:
+    """Bytes that must cross HBM once: u in, y out, k in (fp32) (+ both gates); backward adds dy, du, dk (+ dgates)."""
+    n_bh = (2 + (2 if gated else 0)) * B * H * L * elem_size + 4 * H * Lk
+    if backward:
+        n_bh += (2 + (2 if gated else 0)) * B * H * L * elem_size + 4 * H * Lk
+    return n_bh
+
+
+def bandwidth(nbytes: int, ms: float | None, peak: float | None) -> tuple[float | None, float | None]:
+    """(achieved GB/s, fraction of peak or None) for nbytes moved in ms."""
+    if ms is None or ms <= 0:
+        return None, None
+    bps = nbytes / (ms * 1e-3)
+    return bps / 1e9, (bps / peak if peak else None)
+
+
+def normalise(ms: float | None, B: int, H: int, L: int, full_B: int = FULL_B, full_H: int = FULL_H):
+    """(ns per element of u, ms scaled linearly to the full B·H grid) for a time measured at (B, H, L)."""
+    if ms is None:
+        return None, None
+    return ms * 1e6 / (B * H * L), ms * (full_B * full_H) / (B * H)
+
+
+def _ratio(a, b):
+    return a / b if (a is not None and b) else None
+
+
+def finish_row(case: dict, pass_: str, kernel: str, ms: dict, peak_mem: dict, peak: float | None,
+               max_abs_diff=None, note: str = "") -> dict:
+    """One result row from the raw timings `ms` {"ours", "complex", "rfft"} (None where it failed)."""
+    B, H, L, N = case["B"], case["H"], case["L"], case["N"]
+    gated = case["mode"] == "gated"
+    nbytes = io_bytes(B, H, L, L, torch.empty(0, dtype=DTYPES[case["dtype"]]).element_size(), gated,
+                      backward=pass_ == "fwd_bwd")
+    gbps, frac = bandwidth(nbytes, ms.get("ours"), peak)
+    ns, full = normalise(ms.get("ours"), B, H, L)
+    mb = {k: (None if v is None else v / 2 ** 20) for k, v in peak_mem.items()}
+    return {**case, "pass": pass_, "kernel": kernel, "ms_ours": ms.get("ours"), "ms_torch_complex": ms.get("complex"),
+            "ms_torch_rfft": ms.get("rfft"), "speedup_vs_complex": _ratio(ms.get("complex"), ms.get("ours")),
+            "speedup_vs_rfft": _ratio(ms.get("rfft"), ms.get("ours")), "ns_per_elem_ours": ns,
+            "ms_ours_full_grid": full, "bytes": nbytes, "bw_ours_GBps": gbps, "bw_fraction_of_peak": frac,
+            "peak_mem_ours_MB": mb.get("ours"), "peak_mem_complex_MB": mb.get("complex"),
+            "peak_mem_rfft_MB": mb.get("rfft"), "max_abs_diff": max_abs_diff,
+            "peer_speedup": PEER_SPEEDUP.get(N) if (gated and pass_ == "fwd") else None, "note": note}
+
+
+def check_targets(rows: list[dict], s4d: dict | None = None) -> list[dict]:
+    """Each target with what we measured and whether it is met (None: not measured)."""
+    out = []
+
+    def rows_of(pass_, mode=None, Nmax=None, Nmin=None):
+        return [r for r in rows if r["pass"] == pass_ and (mode is None or r["mode"] == mode)
+                and (Nmax is None or r["N"] <= Nmax) and (Nmin is None or r["N"] >= Nmin)]
+
+    for pass_, target in (("fwd", TARGET_FWD_VS_RFFT), ("fwd_bwd", TARGET_FWD_BWD_VS_RFFT)):
+        for mode in MODES:
+            sel = [r for r in rows_of(pass_, mode, Nmax=65536) if r["speedup_vs_rfft"] is not None]
+            worst = min(sel, key=lambda r: r["speedup_vs_rfft"]) if sel else None
+            out.append({"target": f"{pass_} ≥ {target}× over torch rfft conv, every N 256…64K ({mode})",
+                        "ours": None if worst is None else round(worst["speedup_vs_rfft"], 3),
+                        "where": None if worst is None else f"worst at N={worst['N']} {worst['dtype']}",
+                        "met": None if worst is None else worst["speedup_vs_rfft"] >= target})
+    for r in rows_of("fwd", "gated"):
+        if r["peer_speedup"] is not None and r["speedup_vs_complex"] is not None:
+            out.append({"target": f"gated fwd vs torch complex FFT ≥ peer's {r['peer_speedup']}× (N={r['N']})",
+                        "ours": round(r["speedup_vs_complex"], 3), "where": r["dtype"],
+                        "met": r["speedup_vs_complex"] >= r["peer_speedup"]})
+    sel = [r for r in rows_of("fwd", Nmax=4096) if r["bw_fraction_of_peak"] is not None]
+    worst = min(sel, key=lambda r: r["bw_fraction_of_peak"]) if sel else None
+    out.append({"target": f"fwd ≥ {TARGET_BW_FRACTION:.0%} of peak bandwidth, N ≤ 4K",
+                "ours": None if worst is None else round(worst["bw_fraction_of_peak"], 3),
+                "where": None if worst is None else f"worst at N={worst['N']} {worst['dtype']} {worst['mode']}",
+                "met": None if worst is None else worst["bw_fraction_of_peak"] >= TARGET_BW_FRACTION})
+    if s4d is not None:
+        sp = s4d.get("speedup")
+        out.append({"target": f"128K: ≥ {TARGET_S4D_128K}× faster than S4D generation + FFT conv",
+                    "ours": None if sp is None else round(sp, 3), "where": f"B={s4d.get('B')} H={s4d.get('H')}",
+                    "met": None if sp is None else sp >= TARGET_S4D_128K})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing and reading results (atomic, with provenance)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    """Write text through a temporary file and a rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    """The rows as CSV text with CSV_COLUMNS (empty cells for None)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: ("" if r.get(c) is None else r.get(c)) for c in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def write_results(results: dict, out_dir, stamp: str | None = None, plot: bool = True) -> dict:
+    """Write results {"provenance", "rows", ...} as bench-<device>-<stamp>.json/.csv(/.png); returns the paths."""
+    from lconv.results import write_json_atomic
+
+    out_dir = Path(out_dir)
+    stamp = stamp or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stem = f"bench-{_slug(results['provenance'].get('device', 'device'))}-{stamp}"
+    paths = {"json": write_json_atomic(out_dir / f"{stem}.json", results),
+             "csv": _write_text_atomic(out_dir / f"{stem}.csv", rows_to_csv(results["rows"]))}
+    if plot:
+        fig = plot_results(results)
+        png = out_dir / f"{stem}.png"
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{png.name}.", suffix=".png")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+            os.replace(tmp, png)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+            import matplotlib.pyplot as plt
+            plt.close(fig)
+        paths["png"] = png
+    return paths
+
+
+def load_latest(results_dir=RESULTS_DIR) -> dict | None:
+    """The most recent bench-*.json in results_dir (by its provenance date, then file name), with "path"; or None."""
+    candidates = []
+    for path in Path(results_dir).glob("bench-*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "rows" in data and "provenance" in data:
+            candidates.append((str(data["provenance"].get("date", "")), path.name, path, data))
+    if not candidates:
+        return None
+    *_, path, data = max(candidates, key=lambda c: (c[0], c[1]))
+    return {**data, "path": str(path)}
+
+
+def results_table(results: dict, pass_: str = "fwd", dtype: str = "float16", modes=MODES) -> str:
+    """A markdown table of one pass and dtype: ms, speedups, bandwidth, memory; provenance in the caption line."""
+    from lconv.results import markdown_table
+
+    cols = ("N", "L", "B", "H", "mode", "kernel", "ms_ours", "ms_torch_complex", "ms_torch_rfft",
+            "speedup_vs_complex", "speedup_vs_rfft", "ms_ours_full_grid", "bw_ours_GBps", "bw_fraction_of_peak",
+            "peak_mem_ours_MB", "peer_speedup")
+    rows = sorted((r for r in results["rows"] if r["pass"] == pass_ and r["dtype"] == dtype and r["mode"] in modes),
+                  key=lambda r: (MODES.index(r["mode"]), r["N"]))
+    prov = results.get("provenance", {})
+    head = (f"{pass_}, {dtype} — {prov.get('device', '?')}, torch {prov.get('torch', '?')}, triton "
+            f"{prov.get('triton', '?')}, commit {prov.get('commit', '?')}, {prov.get('date', '?')}")
+    return head + "\n\n" + markdown_table(rows, columns=cols)
+
+
+def plot_results(results: dict, dtype: str = "float16", ax=None):
+    """Two panels: forward ns per element vs N (ours and both baselines), and speedups vs N with the targets."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4.2))
+    else:
+        fig = ax[0].figure
+    styles = {"plain": "-", "gated": "--", "causal": ":"}
+    rows = [r for r in results["rows"] if r["dtype"] == dtype and r["pass"] == "fwd"]
+    for mode in MODES:
+        sel = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["N"])
+        if not sel:
+            continue
+        Ns = [r["N"] for r in sel]
+        for key, label, color in (("ms_ours", "ours", "C0"), ("ms_torch_complex", "torch complex FFT", "C1"),
+                                  ("ms_torch_rfft", "torch rfft (cuFFT)", "C2")):
+            ys = [None if r[key] is None else r[key] * 1e6 / (r["B"] * r["H"] * r["L"]) for r in sel]
+            ax[0].plot(Ns, [math.nan if y is None else y for y in ys], styles[mode], color=color, marker=".",
+                       label=f"{label}, {mode}")
+        for key, label, color in (("speedup_vs_complex", "vs complex FFT", "C1"),
+                                  ("speedup_vs_rfft", "vs rfft", "C2")):
+            ax[1].plot(Ns, [math.nan if r[key] is None else r[key] for r in sel], styles[mode], color=color,
+                       marker=".", label=f"{label}, {mode}")
+    peer = sorted(PEER_SPEEDUP.items())
+    ax[1].plot([n for n, _ in peer], [s for _, s in peer], "k*", label="peer (gated, vs complex FFT)")
+    ax[1].axhline(TARGET_FWD_VS_RFFT, color="gray", lw=0.8, ls="-.", label=f"target {TARGET_FWD_VS_RFFT}× vs rfft")
+    ax[1].axhline(1.0, color="gray", lw=0.5)
+    for a, ylabel in zip(ax, ("forward ns per element of u", "forward speedup (×)")):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("FFT size N")
+        a.set_ylabel(ylabel)
+        a.grid(alpha=0.3)
+    ax[0].set_yscale("log")
+    ax[1].legend(fontsize=7, ncol=2)
+    ax[0].legend(fontsize=7, ncol=1)
+    prov = results.get("provenance", {})
+    fig.suptitle(f"FlashButterfly vs PyTorch, {dtype} — {prov.get('device', '?')} ({prov.get('date', '?')})",
+                 fontsize=10)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The implementations under test (GPU)
+# ---------------------------------------------------------------------------------------------------------------
 
 def torch_fft_conv(u: torch.Tensor, k: torch.Tensor, N: int) -> torch.Tensor:
-    """The baseline: fp32 rfft convolution at FFT size N, output in u's dtype (the peer's 'PyTorch FFT conv')."""
+    """fp32 rfft convolution at FFT size N (circular for L = N), output in u's dtype."""
     L = u.shape[-1]
-    u_f = torch.fft.rfft(u.float(), n=N)  # (B, H, N/2+1)
-    k_f = torch.fft.rfft(k, n=N)  # (H, N/2+1)
-    return torch.fft.irfft(u_f * k_f, n=N)[..., :L].to(u.dtype)  # (B, H, L)
+    return torch.fft.irfft(torch.fft.rfft(u.float(), n=N) * torch.fft.rfft(k, n=N), n=N)[..., :L].to(u.dtype)
 
 
-def bench_one(N: int, B: int, H: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """Timings (ms) of both implementations at one FFT size, causal (L = N/2)."""
+def torch_complex_conv(u, k, N, pregate=None, postgate=None):
+    """The peer's PyTorch baseline: fp32 complex FFT of u and k, multiply, inverse FFT; gates in u's dtype."""
+    L = u.shape[-1]
+    v = u if pregate is None else u * pregate
+    u_f = torch.fft.fft(v.to(torch.complex64), n=N)  # (B, H, N)
+    k_f = torch.fft.fft(k.to(torch.complex64), n=N)  # (H, N)
+    y = torch.fft.ifft(u_f * k_f, n=N).real[..., :L].to(u.dtype)  # (B, H, L)
+    return y if postgate is None else y * postgate
+
+
+def torch_rfft_conv(u, k, N, pregate=None, postgate=None):
+    """The paper's baseline: lconv.conv.fft_conv (cuFFT rfft, fp32) when L, Lk ≤ N/2, else the rfft maths at N."""
+    from lconv.conv import fft_conv
+
+    v = u if pregate is None else u * pregate
+    if 2 * v.shape[-1] <= N and 2 * k.shape[-1] <= N:
+        y = fft_conv(v, k, check_finite=False)
+    else:
+        y = torch_fft_conv(v, k, N)
+    return y if postgate is None else y * postgate
+
+
+def ours(u, k, N, pregate=None, postgate=None):
+    """FlashButterflyConv (fused) for N ≤ 4096, the three-pass kernels above."""
+    if N <= FUSED_MAX_N:
+        from kernels import FlashButterflyConv
+
+        return FlashButterflyConv(N, dtype=u.dtype)(u, k, pregate, postgate)
+    from kernels.three_pass import three_pass_conv
+
+    return three_pass_conv(u, k, N, pregate, postgate)
+
+
+IMPLS = {"ours": ours, "complex": torch_complex_conv, "rfft": torch_rfft_conv}
+
+
+def _peak_memory(fn) -> int:
+    """Peak bytes allocated above the current allocation while fn() runs once."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int = 25, rep: int = 100) -> list[dict]:
+    """Forward and forward+backward rows of one case, ours and both baselines (None where a run ran out of memory)."""
     from triton.testing import do_bench
 
-    from kernels import FlashButterflyConv
-
-    L = N // 2
-    u = (torch.randn(B, H, L, device=device) * 0.02).to(dtype).requires_grad_()
-    k = torch.randn(H, L, device=device, requires_grad=True)
+    N, L, B, H = case["N"], case["L"], case["B"], case["H"]
+    dtype = DTYPES[case["dtype"]]
+    gated = case["mode"] == "gated"
+    u = (torch.randn(B, H, L, device=device) * 0.02).to(dtype)
+    k = torch.randn(H, L, device=device)
+    gates = [torch.rand(B, H, L, device=device).to(dtype) for _ in range(2)] if gated else [None, None]
     dy = (torch.randn(B, H, L, device=device) * 0.02).to(dtype)
-    fb = FlashButterflyConv(N, dtype=dtype)
-    err = (fb(u, k).float() - torch_fft_conv(u, k, N).float()).abs().max().item()
-
-    def fwd_bwd(fn):
-        return lambda: fn(u, k).backward(dy)
-
+    kernel = "fused" if N <= FUSED_MAX_N else "three_pass"
+    notes = []
     with torch.no_grad():
-        ms_torch = do_bench(lambda: torch_fft_conv(u, k, N))
-        ms_fb = do_bench(lambda: fb(u, k))
-    ms_torch_fb = do_bench(fwd_bwd(lambda u, k: torch_fft_conv(u, k, N)), grad_to_none=[u, k])
-    ms_fb_fb = do_bench(fwd_bwd(fb), grad_to_none=[u, k])
-    gbytes = (2 * u.numel() * u.element_size() + H * 2 * N * 4) / 1e9  # u in, y out, k_f in
-    return {"N": N, "L": L, "B": B, "H": H, "dtype": str(dtype), "max_abs_diff": err,
-            "torch_fwd_ms": ms_torch, "flashbutterfly_fwd_ms": ms_fb, "speedup_fwd": ms_torch / ms_fb,
-            "torch_fwd_bwd_ms": ms_torch_fb, "flashbutterfly_fwd_bwd_ms": ms_fb_fb,
-            "speedup_fwd_bwd": ms_torch_fb / ms_fb_fb, "flashbutterfly_fwd_GBps": gbytes / (ms_fb * 1e-3),
-            "peer_torch_ms": PEER_MS.get(N, (None, None))[0], "peer_flashfftconv_ms": PEER_MS.get(N, (None, None))[1]}
+        try:
+            diff = (ours(u, k, N, *gates).float() - torch_complex_conv(u, k, N, *gates).float()).abs().max().item()
+        except torch.cuda.OutOfMemoryError:
+            diff = None
+            notes.append("diff: oom")
+    torch.cuda.empty_cache()
+    fwd_ms, fwd_mem, fb_ms, fb_mem = {}, {}, {}, {}
+    for name, fn in IMPLS.items():
+        try:
+            with torch.no_grad():
+                fwd_mem[name] = _peak_memory(lambda: fn(u, k, N, *gates))
+                fwd_ms[name] = do_bench(lambda: fn(u, k, N, *gates), warmup=warmup, rep=rep, return_mode="median")
+        except torch.cuda.OutOfMemoryError:
+            fwd_ms[name] = fwd_mem[name] = None
+            notes.append(f"{name} fwd: oom")
+        torch.cuda.empty_cache()
+        leaves = [t.detach().requires_grad_() for t in (u, k, *[g for g in gates if g is not None])]
+
+        def step():
+            fn(leaves[0], leaves[1], N, *(leaves[2:] if gated else [])).backward(dy)
+
+        try:
+            fb_mem[name] = _peak_memory(step)
+            fb_ms[name] = do_bench(step, warmup=warmup, rep=rep, grad_to_none=leaves, return_mode="median")
+        except torch.cuda.OutOfMemoryError:
+            fb_ms[name] = fb_mem[name] = None
+            notes.append(f"{name} fwd_bwd: oom")
+        del leaves
+        torch.cuda.empty_cache()
+    note = "; ".join(notes)
+    return [finish_row(case, "fwd", kernel, fwd_ms, fwd_mem, peak, diff, note),
+            finish_row(case, "fwd_bwd", kernel, fb_ms, fb_mem, peak, diff, note)]
+
+
+def bench_s4d_128k(device: torch.device, B: int = 4, H: int = 256, L: int = 1 << 17, dtype=torch.float16,
+                   warmup: int = 10, rep: int = 50) -> dict:
+    """Forward ms of S4D (kernel generation by lconv.layers.S4DKernel + lconv.conv.fft_conv) vs ours (k given)."""
+    from triton.testing import do_bench
+
+    from lconv.conv import fft_conv
+    from lconv.layers import S4DKernel
+
+    N = 2 * L
+    s4d = S4DKernel(H, L).to(device)
+    u = (torch.randn(B, H, L, device=device) * 0.02).to(dtype)
+    k = torch.randn(H, L, device=device) * 0.02
+    out = {"B": B, "H": H, "L": L, "N": N, "dtype": str(dtype).replace("torch.", ""), "d_state": s4d.d_state}
+    with torch.no_grad():
+        for name, fn in (("s4d_gen_plus_fft_conv", lambda: fft_conv(u, s4d()[0].float(), check_finite=False)),
+                         ("s4d_gen_only", lambda: s4d()),
+                         ("ours_kernel_given", lambda: ours(u, k, N))):
+            try:
+                out[f"ms_{name}"] = do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+            except torch.cuda.OutOfMemoryError:
+                out[f"ms_{name}"] = None
+            torch.cuda.empty_cache()
+    out["speedup"] = _ratio(out["ms_s4d_gen_plus_fft_conv"], out["ms_ours_kernel_given"])
+    return out
+
+
+def print_targets(targets: list[dict]) -> None:
+    """Where we stand against each target, honestly (not measured ≠ met)."""
+    print("\nTargets:")
+    for t in targets:
+        status = {True: "MET    ", False: "NOT MET", None: "n/a    "}[t["met"]]
+        print(f"  [{status}] {t['target']}: ours {t['ours']} ({t['where']})")
 
 
 def main(argv=None) -> int:
-    """Run the benchmark; 0 on success or when there is no GPU."""
+    """Run the benchmark grid; 0 on success or when there is no GPU."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--B", type=int, default=64)
-    parser.add_argument("--H", type=int, default=768)
-    parser.add_argument("--N", type=int, nargs="+", default=[1024, 4096])
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results"))
+    parser.add_argument("--quick", action="store_true", help=f"short grid: N in {QUICK_N}, fp16 only")
+    parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory (default: results/)")
+    parser.add_argument("--N", type=int, nargs="+", default=None, help="FFT sizes (default: 256 … 1M)")
+    parser.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"], choices=sorted(DTYPES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--max-elems", type=int, default=1 << 28, help="cap on B·H·L (B, then H, scaled down)")
+    parser.add_argument("--no-s4d", action="store_true", help="skip the 128K S4D comparison")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no GPU: skipping")
         return 0
-    from lconv.results import provenance, write_json_atomic
+    from lconv.results import provenance
 
     device = torch.device("cuda")
-    rows = []
-    for N in args.N:
-        row = bench_one(N, args.B, args.H, torch.float16, device)
-        rows.append(row)
-        print(f"N={N:5d}  torch {row['torch_fwd_ms']:.3f} ms  FlashButterfly {row['flashbutterfly_fwd_ms']:.3f} ms  "
-              f"({row['speedup_fwd']:.2f}×; fwd+bwd {row['speedup_fwd_bwd']:.2f}×; "
-              f"{row['flashbutterfly_fwd_GBps']:.0f} GB/s; max |diff| {row['max_abs_diff']:.2e})")
-    path = write_json_atomic(Path(args.out) / "bench_flashbutterfly.json",
-                             {"benchmark": "kernels.bench", "provenance": provenance(device), "rows": rows})
-    print(f"wrote {path}")
+    prov = provenance(device)
+    peak = peak_bandwidth(prov["device"])
+    print(f"{prov['device']}: peak bandwidth {'unknown' if peak is None else f'{peak / 1e12:.2f} TB/s'}")
+    cases = grid(args.quick, args.N, tuple(args.dtypes), tuple(args.modes), max_elems=args.max_elems)
+    warmup, rep = (10, 30) if args.quick else (25, 100)
+    results = {"benchmark": "kernels.bench", "provenance": prov, "peak_bandwidth_Bps": peak,
+               "args": vars(args), "rows": [], "s4d_128k": None, "targets": []}
+    for case in cases:
+        for row in bench_case(case, device, peak, warmup, rep):
+            results["rows"].append(row)
+            fmt = lambda x, f=".3f": "  –  " if x is None else format(x, f)  # noqa: E731
+            print(f"N={row['N']:>7} L={row['L']:>7} B={row['B']:>2} H={row['H']:>3} {row['dtype']:>8} "
+                  f"{row['mode']:>6} {row['pass']:>7}: ours {fmt(row['ms_ours'])} ms, complex "
+                  f"{fmt(row['ms_torch_complex'])}, rfft {fmt(row['ms_torch_rfft'])}  "
+                  f"({fmt(row['speedup_vs_complex'], '.2f')}× / {fmt(row['speedup_vs_rfft'], '.2f')}×; "
+                  f"{fmt(row['bw_ours_GBps'], '.0f')} GB/s {fmt(row['bw_fraction_of_peak'], '.0%')}) {row['note']}",
+                  flush=True)
+    if not args.no_s4d:
+        results["s4d_128k"] = bench_s4d_128k(device, warmup=5 if args.quick else 10, rep=20 if args.quick else 50)
+        s = results["s4d_128k"]
+        print(f"128K: S4D generation + FFT conv {s['ms_s4d_gen_plus_fft_conv']} ms, ours (kernel given) "
+              f"{s['ms_ours_kernel_given']} ms: {s['speedup']}×")
+    results["targets"] = check_targets(results["rows"], results["s4d_128k"])
+    print_targets(results["targets"])
+    paths = write_results(results, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
