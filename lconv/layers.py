@@ -233,6 +233,19 @@ class LongConv(nn.Module):
         y = flash(u_rep.contiguous(), k_rep.contiguous())  # (B, C·H, L)
         return y.reshape(B, C, H, L).to(u.dtype)  # (B, C, H, L)
 
+    def _convolve(self, u, k):
+        """u (B, H, L), k (C or 2C, H, L) → u * k + u·D (B, C, H, L); subclasses swap the transform here."""
+        use_triton = self.backend == "triton" or (self.backend == "auto" and self._triton_supported(u))
+        if use_triton:
+            if self.bidirectional:
+                raise ValueError("LongConv: backend='triton' supports causal convolutions only; "
+                                 "use backend='torch' or 'auto' with bidirectional=True")
+            return self._conv_triton(u, k) + u[:, None] * self.D[None, :, :, None]  # (B, C, H, L)
+        if self.bidirectional:
+            k = bidirectional_kernel(k[: self.channels], k[self.channels:])  # (C, H, 2L − 1)
+            return fft_conv(u, k, causal=False, D=self.D)  # (B, C, H, L)
+        return fft_conv(u, k, causal=True, D=self.D)  # (B, C, H, L)
+
     def forward(self, u):
         """u (B, L, H) → y (B, L, H)."""
         if u.ndim != 3 or u.shape[-1] != self.H:
@@ -240,18 +253,7 @@ class LongConv(nn.Module):
         B, L, H = u.shape
         _check_length(L, self.l_max, "LongConv")
         u = u.transpose(1, 2)  # (B, H, L)
-        k = self.kernel(L)  # (C or 2C, H, L)
-        use_triton = self.backend == "triton" or (self.backend == "auto" and self._triton_supported(u))
-        if use_triton:
-            if self.bidirectional:
-                raise ValueError("LongConv: backend='triton' supports causal convolutions only; "
-                                 "use backend='torch' or 'auto' with bidirectional=True")
-            y = self._conv_triton(u, k) + u[:, None] * self.D[None, :, :, None]  # (B, C, H, L)
-        elif self.bidirectional:
-            k = bidirectional_kernel(k[: self.channels], k[self.channels:])  # (C, H, 2L − 1)
-            y = fft_conv(u, k, causal=False, D=self.D)  # (B, C, H, L)
-        else:
-            y = fft_conv(u, k, causal=True, D=self.D)  # (B, C, H, L)
+        y = self._convolve(u, self.kernel(L))  # (B, C, H, L)
         y = y.reshape(B, self.channels * H, L).transpose(1, 2)  # (B, L, C·H)
         y = self.dropout(F.gelu(y))
         return F.glu(self.output_linear(y), dim=-1)  # (B, L, H)
