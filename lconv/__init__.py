@@ -20,6 +20,9 @@ _EXPORTS = {
     # mixers.py, models.py, train.py
     "make_mixer": "mixers", "H3": "mixers", "CausalSelfAttention": "mixers",
     "SequenceClassifier": "models", "CausalLM": "models", "count_params": "models", "evaluate": "train",
+    # learned_butterfly.py
+    "LearnedButterfly": "learned_butterfly", "LearnedButterflyLongConv": "learned_butterfly",
+    "learned_butterfly_conv": "learned_butterfly", "use_learned_butterfly": "learned_butterfly",
     # monarch.py
     "MonarchLinear": "monarch", "MonarchMLP": "monarch", "parameter_savings": "monarch",
     # data/

@@ -1,0 +1,170 @@
+"""The experiment helpers of notebooks 01–02: comparisons on a tiny task, checkpoint reuse, timing, verdicts."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lconv.data import get_task
+from lconv.experiments import (LONG_CONVS, SQUASH_SMOOTH, Variant, accuracy_verdict, build_model, chance_level,
+                               checkpoint_dir, compare, example_kernel, init_variants, kernel_metrics,
+                               lam_sweep_variants, learned_kernels, loglog_slope, run_key, settings,
+                               smoothness_verdict, squash_smooth_variants, task_settings, time_convs,
+                               trainable_fraction)
+from lconv.train import train
+
+TRAIN = dict(d_model=8, n_layers=1, steps=6, lr=1e-2, batch_size=16, warmup=1)
+COLUMNS = {"task", "variant", "mixer", "val_accuracy", "test_accuracy", "n_test", "final_train_loss", "sparsity",
+           "total_variation", "high_freq_energy", "sparsity_init", "total_variation_init", "high_freq_energy_init",
+           "trainable_fraction", "trainable_fraction_init", "params", "steps", "train_time_s", "wall_s", "resumed"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is as fast, and two stall badly when other processes load the CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_task("digits", profile="smoke", n_train=64, n_val=32, n_test=32)
+
+
+def _variants():
+    v = squash_smooth_variants(lam=0.002, kernel_lr=1e-2, s4d_lr=1e-2, d_state=8)
+    return [v[0], v[1], v[4]]  # long conv, + Squash, S4D
+
+
+def test_compare_returns_metrics_and_kernels(digits, tmp_path):
+    run = compare(digits, _variants(), **TRAIN, seed=0, device="cpu", ckpt_dir=tmp_path)
+    t = run.table
+    assert set(t.columns) == COLUMNS
+    assert list(t.variant) == ["long conv", "+ Squash", "S4D"] and (t.task == "digits").all()
+    assert ((t.test_accuracy >= 0) & (t.test_accuracy <= 1)).all() and np.isfinite(t.final_train_loss).all()
+    r = t.set_index("variant")
+    assert r.loc["long conv", "sparsity"] == 0.0
+    assert r.loc["+ Squash", "sparsity"] > 0.5  # ≈ 68 % of taps start below λ = 0.002 and stay zero
+    assert math.isnan(r.loc["long conv", "trainable_fraction"]) and math.isnan(r.loc["S4D", "trainable_fraction"])
+    assert abs(r.loc["+ Squash", "trainable_fraction_init"] - math.erfc(1 / math.sqrt(2))) < 0.06
+    assert not t.resumed.any()
+    for name in t.variant:
+        assert run.kernels[name]["init"].shape == run.kernels[name]["trained"].shape == (1, 1, 8, 64)
+        assert not torch.equal(run.kernels[name]["init"], run.kernels[name]["trained"])  # training moved them
+        assert len(run.histories[name]["train_loss"]) == TRAIN["steps"]
+
+
+def test_compare_reuses_finished_and_resumes_interrupted_runs(digits, tmp_path):
+    variants = _variants()[:2]
+    # interrupt "+ Squash" after 2 of 6 steps, at the path compare() uses
+    cfg = dict(d_model=8, n_layers=1, steps=6, lr=1e-2, batch_size=16, seed=0, weight_decay=0.0, warmup=1,
+               prenorm=False, dropout=0.0, pool="mean")
+    ckpt = tmp_path / "digits" / f"longconv-{run_key(digits, variants[1], cfg)}.pt"
+    model = build_model(digits, variants[1], d_model=8, n_layers=1, seed=0)
+    train(model, digits, steps=6, lr=1e-2, warmup=1, device="cpu", ckpt_path=ckpt, seed=0, log=False,
+          batch_size=16, until=2)
+    assert ckpt.exists()
+    first = compare(digits, variants, **TRAIN, seed=0, device="cpu", ckpt_dir=tmp_path)
+    assert list(first.table.resumed) == [False, True]
+    assert len(first.histories["+ Squash"]["train_loss"]) == 6
+    again = compare(digits, variants, **TRAIN, seed=0, device="cpu", ckpt_dir=tmp_path)
+    assert again.table.resumed.all()
+    pd.testing.assert_series_equal(first.table.test_accuracy, again.table.test_accuracy)
+    for name in ("long conv", "+ Squash"):
+        assert torch.equal(first.kernels[name]["trained"], again.kernels[name]["trained"])
+    # a different setting is a different run, not a resumed one
+    other = compare(digits, variants[:1], **dict(TRAIN, lr=5e-3), seed=0, device="cpu", ckpt_dir=tmp_path)
+    assert not other.table.resumed.any()
+
+
+def test_equal_settings_share_a_run_key(digits):
+    cfg = dict(d_model=8, steps=6)
+    none, squash = squash_smooth_variants(lam=0.002, kernel_lr=1e-2)[:2]
+    lam0, lam2 = lam_sweep_variants((0.0, 0.002), kernel_lr=1e-2)
+    rand, decay = init_variants(lam=0.002, kernel_lr=1e-2)
+    assert run_key(digits, none, cfg) == run_key(digits, lam0, cfg)
+    assert run_key(digits, squash, cfg) == run_key(digits, lam2, cfg) == run_key(digits, rand, cfg)
+    assert run_key(digits, decay, cfg) != run_key(digits, rand, cfg)
+    assert run_key(digits, none, cfg) != run_key(digits, none, dict(cfg, steps=7))
+
+
+def test_variants_and_settings_validate():
+    names = [v.name for v in squash_smooth_variants()]
+    assert names == ["long conv", "+ Squash", "+ Smooth", "+ Squash + Smooth", "S4D"]
+    with pytest.raises(ValueError, match="lam"):
+        squash_smooth_variants(lam=0.0)
+    for table in (LONG_CONVS, SQUASH_SMOOTH):
+        assert set(table) == {"smoke", "quick", "full"}
+        with pytest.raises(ValueError, match="profile"):
+            settings(table, "huge")
+    for profile in ("smoke", "quick", "full"):
+        cfg = settings(SQUASH_SMOOTH, profile)
+        assert cfg["sweep"]["task"] in cfg["tasks"] and cfg["init"]["task"] in cfg["tasks"]
+        for name in cfg["tasks"]:
+            train_kw, _, kernel_kw = task_settings(cfg, name)
+            assert {"d_model", "n_layers", "steps", "lr", "batch_size"} <= set(train_kw)
+            assert 0 < kernel_kw["lam"] < 0.01  # on the init scale randn·0.002, never the code default 0.1
+    with pytest.raises(ValueError, match="choose one of"):
+        task_settings(settings(SQUASH_SMOOTH, "quick"), "nope")
+
+
+def test_compare_rejects_bad_input(digits):
+    with pytest.raises(ValueError, match="at least one"):
+        compare(digits, [], **TRAIN)
+    with pytest.raises(ValueError, match="unique"):
+        compare(digits, [Variant("a"), Variant("a")], **TRAIN)
+    model = build_model(digits, Variant("attn", "attention", {}), d_model=8, n_layers=1)
+    with pytest.raises(ValueError, match="no LongConvKernel"):
+        learned_kernels(model)
+    assert math.isnan(trainable_fraction(model))
+
+
+def test_kernel_metrics_tell_noise_from_smooth_and_sparse():
+    g = torch.Generator().manual_seed(0)
+    noise = kernel_metrics(torch.randn(16, 512, generator=g))
+    smooth = kernel_metrics(torch.sin(torch.linspace(0, 3, 512)).expand(16, -1))
+    assert noise["total_variation"] > 1.2 and noise["high_freq_energy"] > 0.4 and noise["sparsity"] == 0
+    assert smooth["total_variation"] < 0.05 and smooth["high_freq_energy"] < 0.01
+    k = example_kernel(256)
+    assert k.shape == (256,) and kernel_metrics(torch.where(k.abs() > 0.002, k, 0 * k))["sparsity"] > 0.3
+
+
+def test_time_convs_and_loglog_slope():
+    df = time_convs((16, 32, 64), B=1, H=2, repeats=1, threads=1)
+    assert list(df.columns) == ["L", "method", "seconds"] and len(df) == 6 and (df.seconds > 0).all()
+    assert set(df.method) == {"direct", "fft"}
+    L = np.array([64, 128, 256, 512])
+    assert loglog_slope(L, 3e-9 * L**2) == pytest.approx(2.0)
+    assert loglog_slope(L, 1e-7 * L * np.log(L)) == pytest.approx(1.0, abs=0.2)
+    with pytest.raises(ValueError):
+        loglog_slope([1, 2], [0.1, -1.0])
+    with pytest.raises(ValueError):
+        time_convs((1,))
+    stopped = time_convs((16, 32), methods={"slow": lambda u, k: None}, repeats=1, max_seconds=-1.0)
+    assert list(stopped.L) == [16]  # over budget at L = 16: not timed at L = 32
+
+
+def test_verdicts_follow_the_numbers():
+    rows = [("a", "long conv", 0.50, 0.3), ("a", "+ Squash", 0.60, 1.2), ("b", "long conv", 0.62, 1.1),
+            ("b", "+ Squash", 0.50, 0.4), ("c", "long conv", 0.11, 0.2), ("c", "+ Squash", 0.12, 0.3),
+            ("d", "long conv", 0.70, 0.2), ("d", "+ Squash", 0.71, 0.3)]
+    t = pd.DataFrame(rows, columns=["task", "variant", "test_accuracy", "total_variation"])
+    text = accuracy_verdict(t, {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1}).splitlines()
+    assert "beats long conv by 10.0 points" in text[0] and "paper's direction" in text[0]
+    assert "opposite" in text[1] and "beyond chance" in text[2] and "no accuracy gap" in text[3]
+    tv = smoothness_verdict(t, others=("+ Squash",)).splitlines()
+    assert "rougher" in tv[0] and "smoother" in tv[1]
+    t["n_test"] = 100  # two standard errors of a difference near p = 0.55 on 100 samples ≈ 14 points
+    assert all("no accuracy gap" in line or "beyond chance" in line
+               for line in accuracy_verdict(t, {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1}).splitlines())
+    with pytest.raises(ValueError, match="lacks"):
+        accuracy_verdict(t[t.variant == "long conv"], {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1})
+
+
+def test_chance_level_and_checkpoint_dir(digits, tmp_path):
+    ys = torch.tensor([int(digits.test[i][1]) for i in range(len(digits.test))])
+    assert chance_level(digits) == pytest.approx(torch.bincount(ys).max().item() / len(ys))
+    assert checkpoint_dir(tmp_path / "results", "02_x") == (tmp_path / "checkpoints" / "02_x").resolve()
