@@ -18,8 +18,8 @@ help: ## list the targets
 # The venv is (re)built whenever the pinned requirements or the package metadata change.
 $(STAMP): env/requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r env/requirements.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -r env/requirements.txt
+	$(BIN)/python -m pip install -qq --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name lconv --display-name "Python (lconv)" >/dev/null
 	@touch $@
 

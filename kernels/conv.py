@@ -195,12 +195,13 @@ def _dot_args(dtype: torch.dtype) -> dict:
     return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32"}
 
 
-def _chunks(n_pairs: int, H: int, device: torch.device, pairs_per_prog: int | None):
-    """(n_chunks, pairs_per_prog): split the batch pairs of each channel so the grid fills the GPU ~4 times."""
+def _chunks(n_pairs: int, rows: int, device: torch.device, pairs_per_prog: int | None):
+    """(n_chunks, pairs_per_prog): split the batch pairs of each of `rows` independent rows (channels, or the
+    three-pass inner rows) so that rows · chunks programs fill the GPU ~4 times."""
     if pairs_per_prog is None:
         if device.type == "cuda":
             target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
-            n_chunks = min(n_pairs, max(1, -(-target // H)))
+            n_chunks = min(n_pairs, max(1, -(-target // rows)))
         else:
             n_chunks = 1  # the interpreter runs programs one after another: fewer is cheaper
         pairs_per_prog = -(-n_pairs // n_chunks)

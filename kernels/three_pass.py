@@ -421,19 +421,6 @@ def _inner_opts(M: int) -> dict:
     return {"num_warps": 4 if M <= 512 else 8, "num_stages": 1}
 
 
-def _inner_chunks(n_pairs: int, rows: int, device: torch.device, pairs_per_prog: int | None):
-    """(n_chunks, pairs_per_prog) for pass 2: enough programs (rows · chunks) to fill the GPU ~4 times."""
-    if pairs_per_prog is None:
-        if device.type == "cuda":
-            target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
-            n_chunks = min(n_pairs, max(1, -(-target // rows)))
-        else:
-            n_chunks = 1  # the interpreter runs programs one after another: fewer is cheaper
-        pairs_per_prog = -(-n_pairs // n_chunks)
-    pairs_per_prog = max(1, int(pairs_per_prog))
-    return -(-n_pairs // pairs_per_prog), pairs_per_prog
-
-
 def _pass1(x, gate, N, dtype, w=None, dgate=None):
     """(P, H, 2, N) fp32 outer-pass spectrum of pairs of gate ⊙ x (B, H, L); also dgate = x ⊙ w when w is given."""
     B, H, L = x.shape
@@ -473,7 +460,7 @@ def _pass2(z, k_f, N, like, pairs_per_prog=None):
     P, H = z.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
     plan = _plan(N, z.device)
-    n_chunks, ppp = _inner_chunks(P, H * N0, z.device, pairs_per_prog)
+    n_chunks, ppp = kconv._chunks(P, H * N0, z.device, pairs_per_prog)
     inner_conv_kernel[(H * N0 * n_chunks,)](
         z, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
         P, H, n_chunks, ppp,
@@ -485,7 +472,7 @@ def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, pairs_per_prog=No
     P, H = g.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
     plan = _plan(N, g.device)
-    n_chunks, ppp = _inner_chunks(P, H * N0, g.device, pairs_per_prog)
+    n_chunks, ppp = kconv._chunks(P, H * N0, g.device, pairs_per_prog)
     q = (torch.empty(n_chunks, H, 2, N, device=g.device, dtype=torch.float32) if need_dk  # (C, H, 2, N)
          else g.new_empty(0))
     inner_conv_bwd_kernel[(H * N0 * n_chunks,)](

@@ -266,6 +266,33 @@ def run_key(task, variant, train_cfg):
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
+def fit(model, task, variant, train_cfg, *, test_loader, device, ckpt_dir=None, prefix="run", eval_every=None,
+        eval_batches=None, log=False):
+    """Train `model` with `train_cfg` (checkpointed at ckpt_dir/<task>/<prefix>-<run key>.pt), then test it.
+
+    Returns (row, history): the row holds what every comparison reports (accuracies, final train loss, params,
+    steps, times, whether the run was loaded from its checkpoint); the model is left on the CPU in eval mode.
+    """
+    ckpt = None
+    if ckpt_dir is not None:
+        ckpt = Path(ckpt_dir) / task.name / f"{prefix}-{run_key(task, variant, train_cfg)}.pt"
+    resumed = ckpt is not None and ckpt.exists()
+    t0 = time.perf_counter()
+    history = train(model, task, steps=train_cfg["steps"], lr=train_cfg["lr"], batch_size=train_cfg["batch_size"],
+                    weight_decay=train_cfg["weight_decay"], warmup=train_cfg["warmup"], seed=train_cfg["seed"],
+                    eval_every=eval_every, eval_batches=eval_batches, device=device, ckpt_path=ckpt, log=log)
+    wall = time.perf_counter() - t0
+    test = evaluate(model, test_loader, "classify", device)
+    model.to("cpu").eval()
+    tail = history["train_loss"][-max(1, train_cfg["steps"] // 10):]
+    row = {"task": task.name, "variant": variant.name,
+           "val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else float("nan"),
+           "test_accuracy": test["accuracy"], "n_test": test["n"], "final_train_loss": float(np.mean(tail)),
+           "params": count_params(model), "steps": train_cfg["steps"], "train_time_s": history["train_time_s"],
+           "wall_s": wall, "resumed": resumed}
+    return row, history
+
+
 def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0, device="auto", ckpt_dir=None,
             weight_decay=0.0, warmup=0, eval_every=None, eval_batches=None, prenorm=False, dropout=0.0,
             pool="mean", log=False):
@@ -295,35 +322,20 @@ def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0,
                             pool=pool, seed=seed)
         k0 = learned_kernels(model)  # (n_layers, C, H, L)
         frac0 = trainable_fraction(model)
-        ckpt = None
-        if ckpt_dir is not None:
-            ckpt = Path(ckpt_dir) / task.name / f"{variant.mixer}-{run_key(task, variant, train_cfg)}.pt"
-        resumed = ckpt is not None and ckpt.exists()
-        t0 = time.perf_counter()
-        history = train(model, task, steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                        eval_every=eval_every, eval_batches=eval_batches, device=dev, ckpt_path=ckpt, seed=seed,
-                        log=log, batch_size=batch_size)
-        wall = time.perf_counter() - t0
-        test = evaluate(model, test_loader, "classify", dev)
-        model.to("cpu").eval()
+        row, history = fit(model, task, variant, train_cfg, test_loader=test_loader, device=dev, ckpt_dir=ckpt_dir,
+                           prefix=variant.mixer, eval_every=eval_every, eval_batches=eval_batches, log=log)
         k = learned_kernels(model)  # (n_layers, C, H, L)
-        tail = history["train_loss"][-max(1, steps // 10):]
-        row = {"task": task.name, "variant": variant.name, "mixer": variant.mixer,
-               "val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else float("nan"),
-               "test_accuracy": test["accuracy"], "n_test": test["n"], "final_train_loss": float(np.mean(tail)),
-               **kernel_metrics(k), **{f"{m}_init": v for m, v in kernel_metrics(k0).items()},
-               "trainable_fraction": trainable_fraction(model), "trainable_fraction_init": frac0,
-               "params": count_params(model), "steps": steps, "train_time_s": history["train_time_s"],
-               "wall_s": wall, "resumed": resumed}
+        row.update(mixer=variant.mixer, **kernel_metrics(k), **{f"{m}_init": v for m, v in kernel_metrics(k0).items()},
+                   trainable_fraction=trainable_fraction(model), trainable_fraction_init=frac0)
         rows.append(row)
         kernels[variant.name] = {"init": k0, "trained": k}
         histories[variant.name] = history
         models[variant.name] = model
         if log:
+            took = "loaded" if row["resumed"] else f"{row['wall_s']:.0f} s"
             print(f"{task.name:>14} | {variant.name:<18} test acc {row['test_accuracy']:.3f}  "
                   f"sparsity {row['sparsity']:.2f}  TV {row['total_variation']:.2f}  "
-                  f"high-freq {row['high_freq_energy']:.2f}  ({'loaded' if resumed else f'{wall:.0f} s'})",
-                  flush=True)
+                  f"high-freq {row['high_freq_energy']:.2f}  ({took})", flush=True)
     return Comparison(pd.DataFrame(rows), kernels, histories, models)
 
 

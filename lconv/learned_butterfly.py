@@ -41,8 +41,6 @@ import copy
 import dataclasses
 import inspect
 import math
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -479,10 +477,8 @@ def compare_fixed_learned(task, *, d_model, n_layers, steps, lr, batch_size, ker
     """
     import pandas as pd
 
-    from lconv.experiments import Variant, run_key
-    from lconv.models import count_params
+    from lconv.experiments import Variant, fit
     from lconv.results import pick_device
-    from lconv.train import evaluate, train
 
     dev = pick_device(device) if isinstance(device, str) else torch.device(device)
     train_cfg = dict(d_model=d_model, n_layers=n_layers, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
@@ -494,30 +490,16 @@ def compare_fixed_learned(task, *, d_model, n_layers, steps, lr, batch_size, ker
     pair = build_fixed_and_learned(task, d_model=d_model, n_layers=n_layers, kernel=kernel, butterfly=butterfly,
                                    prenorm=prenorm, dropout=dropout, seed=seed)
     for variant, model in zip((fixed, learned), pair):
-        ckpt = None
-        if ckpt_dir is not None:
-            ckpt = Path(ckpt_dir) / task.name / f"butterfly-{run_key(task, variant, train_cfg)}.pt"
-        resumed = ckpt is not None and ckpt.exists()
-        t0 = time.perf_counter()
-        history = train(model, task, steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                        eval_every=eval_every, eval_batches=eval_batches, device=dev, ckpt_path=ckpt, seed=seed,
-                        log=log, batch_size=batch_size)
-        wall = time.perf_counter() - t0
-        test = evaluate(model, test_loader, "classify", dev)
-        model.to("cpu").eval()
+        row, history = fit(model, task, variant, train_cfg, test_loader=test_loader, device=dev, ckpt_dir=ckpt_dir,
+                           prefix="butterfly", eval_every=eval_every, eval_batches=eval_batches, log=log)
         dist = [m.distance_from_dft() for m in butterfly_modules(model)]
-        tail = history["train_loss"][-max(1, steps // 10):]
-        rows.append({"task": task.name, "variant": variant.name,
-                     "val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else float("nan"),
-                     "test_accuracy": test["accuracy"], "final_train_loss": sum(tail) / len(tail),
-                     "params": count_params(model), "butterfly_params": sum(
-                         p.numel() for m in butterfly_modules(model) for p in m.parameters()),
-                     "dist_dft1": max((d["dft1"] for d in dist), default=0.0),
-                     "dist_dft2": max((d["dft2"] for d in dist), default=0.0),
-                     "dist_transform": max((d["transform"] for d in dist), default=0.0),
-                     "steps": steps, "train_time_s": history["train_time_s"], "wall_s": wall, "resumed": resumed})
+        row.update(butterfly_params=sum(p.numel() for m in butterfly_modules(model) for p in m.parameters()),
+                   dist_dft1=max((d["dft1"] for d in dist), default=0.0),
+                   dist_dft2=max((d["dft2"] for d in dist), default=0.0),
+                   dist_transform=max((d["transform"] for d in dist), default=0.0))
+        rows.append(row)
         histories[variant.name], models[variant.name] = history, model
         if log:
-            print(f"{variant.name:<18} test acc {test['accuracy']:.3f}  "
-                  f"({'loaded' if resumed else f'{wall:.0f} s'})", flush=True)
+            took = "loaded" if row["resumed"] else f"{row['wall_s']:.0f} s"
+            print(f"{variant.name:<18} test acc {row['test_accuracy']:.3f}  ({took})", flush=True)
     return FixedVsLearned(pd.DataFrame(rows), histories, models)
