@@ -16,14 +16,25 @@ from lconv.regularize import kernel_dropout, smooth, smooth_freq, squash
 
 
 def register_param(module, name, tensor, lr=None, weight_decay=0.0):
-    """Register `tensor` as parameter `name` of `module`, tagged with its own optimiser settings (`_optim`)."""
+    """Register `tensor` as parameter `name` of `module` with its own optimiser settings.
+
+    The settings live on the module (`module._param_optim[name]`), not on the Parameter, so they survive
+    copy.deepcopy, .to() and DDP wrapping; `optimizer_groups` reads them and `optim_tag` returns them.
+    """
     param = nn.Parameter(tensor)
     optim = {"weight_decay": float(weight_decay)}
     if lr is not None:
         optim["lr"] = float(lr)
-    param._optim = optim
     module.register_parameter(name, param)
+    if "_param_optim" not in module.__dict__:
+        module._param_optim = {}
+    module._param_optim[name] = optim
     return param
+
+
+def optim_tag(module, name):
+    """The optimiser settings register_param gave parameter `name` of `module` (None if it has none)."""
+    return module.__dict__.get("_param_optim", {}).get(name)
 
 
 def _check_length(L, l_max, who):
@@ -267,14 +278,14 @@ _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.module
 
 
 def optimizer_groups(model, lr, weight_decay):
-    """AdamW parameter groups: tagged params (`_optim`) get their own lr/wd; biases, norms and 1-D params no wd."""
+    """AdamW parameter groups: tagged params (register_param) get their own lr/wd; biases, norms, 1-D params no wd."""
     decay, no_decay, tagged, seen = [], [], {}, set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if id(p) in seen or not p.requires_grad:
                 continue
             seen.add(id(p))
-            optim = getattr(p, "_optim", None)
+            optim = optim_tag(module, name)
             if optim is not None:
                 key = (optim.get("lr", lr), optim.get("weight_decay", 0.0))
                 tagged.setdefault(key, []).append(p)

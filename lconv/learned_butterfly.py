@@ -326,15 +326,6 @@ def _fft_size(l_max, backend):
     return max(N, 256) if backend != "torch" else N
 
 
-def _deepcopy_tagged(module):
-    """copy.deepcopy(module), keeping register_param's `_optim` tags (Parameter.__deepcopy__ drops attributes)."""
-    new = copy.deepcopy(module)
-    for (_, p), (_, q) in zip(module.named_parameters(), new.named_parameters()):
-        if hasattr(p, "_optim"):
-            q._optim = dict(p._optim)
-    return new
-
-
 class LearnedButterflyLongConv(LongConv):
     """LongConv whose FFT of u uses learned Butterfly blocks (k's FFT, the inverse stay exact): (B, L, H) → (B, L, H).
 
@@ -380,7 +371,7 @@ class LearnedButterflyLongConv(LongConv):
         with torch.random.fork_rng(devices=[]):  # the placeholder kernel's random init must not move the RNG
             new = cls(conv.H, conv.l_max, channels=conv.channels, kernel=kind, dropout=conv.dropout.p,
                       **dict(butterfly_kwargs, butterfly_init="dft"))
-            new.kernel = _deepcopy_tagged(conv.kernel)  # the kernel module as built, with its settings and LR tags
+            new.kernel = copy.deepcopy(conv.kernel)  # the kernel module as built, with its settings and LR tags
             missing, unexpected = new.load_state_dict(conv.state_dict(), strict=False)
         if unexpected or any(not m.startswith("butterfly.") for m in missing):
             raise ValueError(f"from_long_conv: state mismatch (missing {missing}, unexpected {unexpected})")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lconv.conv import direct_conv, fft_conv
-from lconv.layers import (LongConv, LongConvKernel, S4DKernel, cosine_with_warmup, make_optimizer, optimizer_groups,
-                          register_param, s4d_kernel)
+from lconv.layers import (LongConv, LongConvKernel, S4DKernel, cosine_with_warmup, make_optimizer, optim_tag,
+                          optimizer_groups, register_param, s4d_kernel)
 from lconv.regularize import smooth, squash
 
 
@@ -83,7 +83,7 @@ def test_s4d_init():
     inv = S4DKernel(2, 32, d_state=16, init="inv")
     torch.testing.assert_close(inv.A_imag[0, :2], torch.tensor([16 / math.pi * 15, 16 / math.pi * (16 / 3 - 1)]))
     for name in ("log_dt", "log_A_real", "A_imag"):
-        assert getattr(kern, name)._optim == {"weight_decay": 0.0, "lr": 1e-3}
+        assert optim_tag(kern, name) == {"weight_decay": 0.0, "lr": 1e-3}
     with pytest.raises(ValueError, match=r"d_state must be an even int"):
         S4DKernel(2, 8, d_state=7)
 
@@ -170,7 +170,7 @@ def test_triton_backend_matches_torch(L):
 
 def test_register_param_and_optimizer_groups():
     model = torch.nn.Sequential(torch.nn.LayerNorm(8), LongConv(8, 16, lr=5e-4))
-    assert model[1].kernel.raw._optim == {"weight_decay": 0.0, "lr": 5e-4}
+    assert optim_tag(model[1].kernel, "raw") == {"weight_decay": 0.0, "lr": 5e-4}
     groups = optimizer_groups(model, lr=1e-2, weight_decay=0.05)
     by_id = {id(p): g for g in groups for p in g["params"]}
     assert by_id[id(model[1].kernel.raw)]["lr"] == 5e-4 and by_id[id(model[1].kernel.raw)]["weight_decay"] == 0.0
@@ -181,7 +181,7 @@ def test_register_param_and_optimizer_groups():
     assert len(by_id) == len(list(model.parameters()))  # every parameter in exactly one group
     m = torch.nn.Module()
     register_param(m, "w", torch.zeros(3), lr=None, weight_decay=0.1)
-    assert m.w._optim == {"weight_decay": 0.1}
+    assert optim_tag(m, "w") == {"weight_decay": 0.1}
     assert optimizer_groups(m, 1e-3, 0.0)[0]["lr"] == 1e-3  # untagged lr falls back to the global one
 
 
@@ -202,3 +202,13 @@ def test_make_optimizer_schedule():
     assert cosine_with_warmup(20, 4, 20) == pytest.approx(0.0)
     with pytest.raises(ValueError, match=r"warmup_steps must be an int in 0..total_steps"):
         make_optimizer(model, 1e-2, 0.0, warmup_steps=30, total_steps=20)
+
+
+def test_optimiser_tags_survive_deepcopy():
+    """Per-parameter settings are kept on the module, so a deep copy (e.g. an EMA or a converted layer) keeps them."""
+    import copy
+
+    model = copy.deepcopy(LongConv(4, 16, lr=5e-4))
+    groups = optimizer_groups(model, lr=1e-2, weight_decay=0.05)
+    kernel_group = next(g for g in groups if any(p is model.kernel.raw for p in g["params"]))
+    assert kernel_group["lr"] == 5e-4 and kernel_group["weight_decay"] == 0.0
