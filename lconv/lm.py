@@ -39,7 +39,6 @@ from lconv.models import CausalLM, count_params
 from lconv.results import pick_device
 from lconv.train import evaluate, train
 
-IGNORE_INDEX = -100
 
 # ---------------------------------------------------------------- the paper's numbers (PAPER.md claims 4 and 10)
 
@@ -297,25 +296,10 @@ def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warm
 
 
 @torch.no_grad()
-def answer_accuracy(model, loader, device="auto", ignore_index=IGNORE_INDEX):
-    """Share of scored targets (y != ignore_index) whose argmax prediction is right: a recall task's answer accuracy."""
+def answer_accuracy(model, loader, device="auto"):
+    """Share of scored targets (y != -100) predicted right by argmax: a recall task's answer accuracy."""
     dev = pick_device(device) if isinstance(device, str) else torch.device(device)
-    was_training = model.training
-    model.eval()
-    correct, count = 0, 0
-    try:
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)  # (B, L), (B, L)
-            pred = model(x).argmax(-1)  # (B, L)
-            scored = y != ignore_index
-            correct += (pred[scored] == y[scored]).sum().item()
-            count += scored.sum().item()
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise ValueError(f"answer_accuracy: no target differs from ignore_index={ignore_index}; is this an LM "
-                         "recall task (targets -100 except the answer)?")
-    return correct / count
+    return evaluate(model, loader, "lm", dev)["accuracy"]
 
 
 # ---------------------------------------------------------------- sampling

@@ -192,7 +192,10 @@ def _autocast(device, amp):
 
 @torch.no_grad()
 def evaluate(model, loader, kind, device, *, amp=False, max_batches=None):
-    """Mean loss and accuracy (classify) or perplexity (lm) over `loader`, summed over processes if distributed."""
+    """Mean loss, accuracy and (lm) perplexity over `loader`'s scored targets, summed over processes if distributed.
+
+    For lm, accuracy is next-token accuracy over targets ≠ -100 (on recall tasks: the answer accuracy).
+    """
     if kind not in KINDS:
         raise ValueError(f"evaluate: kind must be one of {KINDS}, got {kind!r}")
     device = pick_device(device) if isinstance(device, str) else device
@@ -212,16 +215,19 @@ def evaluate(model, loader, kind, device, *, amp=False, max_batches=None):
                 count += y.numel()
             else:
                 loss_sum += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
-                count += (y != -100).sum().item()
+                scored = y != -100  # targets of -100 are not scored (recall tasks score only the answer)
+                correct += (logits.argmax(-1)[scored] == y[scored]).sum().item()
+                count += scored.sum().item()
     finally:
         model.train(was_training)
     loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
     if count == 0:
-        raise ValueError("evaluate: the loader yielded no samples; check the evaluation set and max_batches")
+        raise ValueError("evaluate: nothing to score (an empty loader, max_batches=0, or every target is -100, "
+                         "the ignore index); check the evaluation set")
     loss = loss_sum / count
     if kind == "classify":
         return {"loss": loss, "accuracy": correct / count, "n": int(count)}
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "n": int(count)}
+    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "accuracy": correct / count, "n": int(count)}
 
 
 # ---------------------------------------------------------------- RNG and checkpoints
@@ -430,9 +436,9 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
                     history["eval_step"].append(step)
                     history["val_loss"].append(metrics["loss"])
                     history["tokens_per_s"].append(tps)
-                    extra = metrics.get("accuracy", metrics.get("ppl"))
-                    history["val_accuracy" if kind == "classify" else "val_ppl"].append(extra)
-                    name = "acc" if kind == "classify" else "ppl"
+                    name = "accuracy" if kind == "classify" else "ppl"
+                    extra = metrics[name]
+                    history[f"val_{name}"].append(extra)
                     say(f"step {step}/{steps}  train_loss {loss_value:.4f}  val_loss {metrics['loss']:.4f}  "
                         f"{name} {extra:.4f}  {tps:,.0f} tok/s")
                 if ckpt_path is not None and (step % ckpt_every == 0 or step == stop):
