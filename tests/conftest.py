@@ -16,6 +16,11 @@ block_network()
 import pytest  # noqa: E402
 
 
+# The tests train tiny models: one intra-op thread is as fast, and two threads stall badly when other processes
+# (notebook kernels, DDP workers) share this 2-core machine.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -20,15 +20,6 @@ COLUMNS = {"task", "variant", "mixer", "val_accuracy", "test_accuracy", "n_test"
            "trainable_fraction", "trainable_fraction_init", "params", "steps", "train_time_s", "wall_s", "resumed"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast, and two stall badly when other processes load the CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return get_task("digits", profile="smoke", n_train=64, n_val=32, n_test=32)

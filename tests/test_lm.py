@@ -15,14 +15,6 @@ V, L_MAX = 13, 24
 SMALL = dict(d_model=16, n_layers=2, n_heads=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def lm():
     return build_lm("H3-Conv", V, L_MAX, **SMALL, seed=1)

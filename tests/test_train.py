@@ -18,15 +18,6 @@ from lconv.train import evaluate, history_path, train
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models train fastest on one thread, and two threads on a shared 2-core machine can stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def spike_task(n, L=64, seed=0):
     """Which half of a length-L sequence holds a spike of height 3 (noise 0.1 elsewhere): 2 classes."""
     g = torch.Generator().manual_seed(seed)
