@@ -360,16 +360,21 @@ def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0):
     return x[0] if squeeze else x
 
 
+def _gpt2_encoding(who):
+    """tiktoken's GPT-2 BPE, or a ValueError that says how to get it."""
+    try:
+        import tiktoken
+    except ImportError as e:
+        raise ValueError(f"{who}: GPT-2 tokens need tiktoken (pip install tiktoken)") from e
+    return tiktoken.get_encoding("gpt2")
+
+
 def decode(tokens, tokens_kind="byte"):
     """Text from token ids: bytes (tokens_kind="byte") or GPT-2 BPE ("gpt2", needs tiktoken)."""
     if tokens_kind == "byte":
         return decode_bytes(tokens)
     if tokens_kind == "gpt2":
-        try:
-            import tiktoken
-        except ImportError as e:
-            raise ValueError("decode: GPT-2 tokens need tiktoken (pip install tiktoken)") from e
-        return tiktoken.get_encoding("gpt2").decode([int(t) for t in tokens])
+        return _gpt2_encoding("decode").decode([int(t) for t in tokens])
     raise ValueError(f"decode: tokens_kind must be 'byte' or 'gpt2', got {tokens_kind!r}")
 
 
@@ -378,11 +383,7 @@ def encode(text, tokens_kind="byte"):
     if tokens_kind == "byte":
         return encode_bytes(text)
     if tokens_kind == "gpt2":
-        try:
-            import tiktoken
-        except ImportError as e:
-            raise ValueError("encode: GPT-2 tokens need tiktoken (pip install tiktoken)") from e
-        return torch.tensor(tiktoken.get_encoding("gpt2").encode_ordinary(text), dtype=torch.long)
+        return torch.tensor(_gpt2_encoding("encode").encode_ordinary(text), dtype=torch.long)
     raise ValueError(f"encode: tokens_kind must be 'byte' or 'gpt2', got {tokens_kind!r}")
 
 
