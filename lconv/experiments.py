@@ -76,10 +76,14 @@ SQUASH_SMOOTH = {
     "quick": dict(
         kernel=dict(lam=0.002, kernel_lr=2e-2, smooth_window=7, channels=1, s4d_lr=1e-2),
         tasks={
-            "smnist": dict(train=dict(_QUICK, steps=150, warmup=15), overrides=dict(n_val=500, n_test=1000)),
-            "listops": dict(train=dict(_QUICK, steps=150, warmup=15),
-                            overrides=dict(min_len=50, max_len=250, seq_len=256, n_val=250, n_test=500)),
-            "pathfinder32": dict(train=dict(_QUICK, steps=80, warmup=8),
+            "smnist": dict(train=dict(_QUICK, steps=250, warmup=25), overrides=dict(n_val=500, n_test=2000)),
+            "listops": dict(train=dict(_QUICK, steps=800, warmup=80),
+                            overrides=dict(n_train=8000, min_len=50, max_len=250, seq_len=256, n_val=250,
+                                           n_test=1000)),
+            # Pathfinder-32 stays at chance on a CPU budget (400 steps, with or without bidirectional kernels,
+            # pre-norm and last-token pooling: the model memorises 2000 images but does not generalise), so it
+            # gets a token 40 steps: its kernels still show what Squash and Smooth do, its accuracy says nothing.
+            "pathfinder32": dict(train=dict(_QUICK, steps=40, warmup=4),
                                  overrides=dict(n_train=1000, n_val=200, n_test=200)),
         },
         sweep=dict(task="smnist", lams=(0.0, 0.001, 0.002, 0.004)),
