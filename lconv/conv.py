@@ -43,6 +43,9 @@ def _check_inputs(u, k, causal, D=None, check_finite=True):
     B, H, L = u.shape
     if k.ndim not in (2, 3):
         raise ValueError(f"k must be (H, Lk) or (C, H, Lk), got shape {tuple(k.shape)}")
+    if k.ndim == 3 and k.shape[0] == 1 and H != 1:
+        raise ValueError(f"k has shape {tuple(k.shape)}: one channel is written (H, L); pass k.squeeze(0) "
+                         f"(the output is then (B, H, L)), or (C, H, L) with C ≥ 2 channels")
     if k.ndim == 2 and k.shape[0] == 1 and H != 1:
         raise ValueError(f"k has shape {tuple(k.shape)} but u has H={H} channels: pass k as (H, L) with one "
                          f"filter per channel (k.expand({H}, -1) to share one filter)")
@@ -103,7 +106,7 @@ def fft_size(L, Lk):
 
 
 def fft_conv(u, k, *, causal=True, D=None, check_finite=True):
-    """Zero-padded linear convolution by FFT: u (B, H, L), k (H, Lk) → (B, H, L) or k (C, H, Lk) → (B, C, H, L).
+    """Zero-padded linear convolution by FFT: u (B, H, L), k (H, Lk) → (B, H, L) or k (C, H, Lk) → (B, C, H, L), C ≥ 2.
 
     `D` (H,) or k.shape[:-1] adds the skip u·D. Computes in fp32 (fp64 if an input is fp64), returns u's dtype.
     `check_finite=False` skips the NaN/Inf check (a host sync on GPU) for benchmarks.

@@ -254,8 +254,9 @@ class LongConv(nn.Module):
             return self._conv_triton(u, k) + u[:, None] * self.D[None, :, :, None]  # (B, C, H, L)
         if self.bidirectional:
             k = bidirectional_kernel(k[: self.channels], k[self.channels:])  # (C, H, 2L − 1)
-            return fft_conv(u, k, causal=False, D=self.D)  # (B, C, H, L)
-        return fft_conv(u, k, causal=True, D=self.D)  # (B, C, H, L)
+        if self.channels == 1:  # fft_conv takes one channel as (H, K)
+            return fft_conv(u, k[0], causal=not self.bidirectional, D=self.D[0])[:, None]  # (B, 1, H, L)
+        return fft_conv(u, k, causal=not self.bidirectional, D=self.D)  # (B, C, H, L)
 
     def forward(self, u):
         """u (B, L, H) → y (B, L, H)."""

@@ -83,12 +83,15 @@ def test_skip_D_and_dtypes():
     torch.testing.assert_close(direct_conv(u, k2, D=D[0]), fft_conv(u, k2, D=D[0]), atol=1e-5, rtol=1e-5)
 
 
-def test_single_channel_3d_kernel_is_C1():
+def test_single_channel_kernel_shaped_1_H_L_is_rejected_with_the_fix():
+    """The peer library's common mistake: k (1, H, L) for one channel. One channel is (H, L); C ≥ 2 is (C, H, L)."""
     u = torch.randn(2, 3, 8, dtype=torch.float64)
     k = torch.randn(3, 8, dtype=torch.float64)
-    y = fft_conv(u, k[None])  # (1, H, L) is C = 1: output (B, 1, H, L)
-    assert y.shape == (2, 1, 3, 8)
-    torch.testing.assert_close(y[:, 0], fft_conv(u, k))
+    for conv in (fft_conv, direct_conv):
+        with pytest.raises(ValueError, match=r"k has shape \(1, 3, 8\).*k.squeeze\(0\)"):
+            conv(u, k[None])
+    y = fft_conv(u, torch.stack([k, 2 * k]))  # two channels: (B, 2, H, L)
+    torch.testing.assert_close(y[:, 1], 2 * fft_conv(u, k))
 
 
 @pytest.mark.parametrize("causal", [True, False])
