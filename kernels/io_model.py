@@ -37,6 +37,8 @@ import math
 
 import torch
 
+from lconv.butterfly import default_sizes
+
 # Bytes per element of u / y.
 DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 
@@ -56,6 +58,14 @@ class Transfer:
     def total(self) -> int:
         return self.read + self.write
 
+
+
+def _split(N: int, sizes) -> tuple[int, ...]:
+    """`sizes` as a tuple (default: the kernel's two-factor split of N); raise unless they multiply to N."""
+    sizes = default_sizes(N) if sizes is None else tuple(int(x) for x in sizes)
+    if math.prod(sizes) != N:
+        raise ValueError(f"sizes {sizes} multiply to {math.prod(sizes)}, not N={N}")
+    return sizes
 
 def _dtype_bytes(dtype) -> int:
     if dtype not in DTYPE_BYTES:
@@ -122,12 +132,7 @@ def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | Non
     s = _dtype_bytes(dtype)
     if not isinstance(n_chunks, int) or n_chunks < 1:
         raise ValueError(f"n_chunks={n_chunks!r} must be a positive int (programs per channel)")
-    if sizes is None:
-        N1 = 1 << (N.bit_length() - 1) // 2
-        sizes = (N1, N // N1)
-    N1, N2 = sizes
-    if N1 * N2 != N:
-        raise ValueError(f"sizes {sizes} multiply to {N1 * N2}, not N={N}")
+    N1, N2 = _split(N, sizes)
     P = B * H
     steps = []
     if include_k:
@@ -161,12 +166,7 @@ def on_chip_bytes(N: int, dtype=torch.float16, sizes: tuple[int, int] | None = N
     complex (N1, N2) fp32 tile of the sequence in flight.
     """
     s = _dtype_bytes(dtype)
-    if sizes is None:
-        N1 = 1 << (N.bit_length() - 1) // 2
-        sizes = (N1, N // N1)
-    N1, N2 = sizes
-    if N1 * N2 != N:
-        raise ValueError(f"sizes {sizes} multiply to {N1 * N2}, not N={N}")
+    N1, N2 = _split(N, sizes)
     parts = {"F1, F2 (dot dtype)": 2 * s * (N1 * N1 + N2 * N2), "twiddle (fp32)": 8 * N, "K = k_f[h] (fp32)": 8 * N,
              "sequence tile (fp32)": 8 * N}
     parts["total"] = sum(parts.values())
@@ -186,12 +186,7 @@ def radix2_fft_flops(N: int) -> float:
 
 def monarch_fft_flops(N: int, sizes=None) -> int:
     """Real FLOPs of one complex Monarch FFT: Σ_i 8·N·N_i (dense blocks) + 6·N per twiddle multiply."""
-    if sizes is None:
-        N1 = 1 << (N.bit_length() - 1) // 2
-        sizes = (N1, N // N1)
-    sizes = tuple(int(x) for x in sizes)
-    if math.prod(sizes) != N:
-        raise ValueError(f"sizes {sizes} multiply to {math.prod(sizes)}, not N={N}")
+    sizes = _split(N, sizes)
     return sum(8 * N * n for n in sizes) + 6 * N * (len(sizes) - 1)
 
 
