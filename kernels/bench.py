@@ -262,6 +262,19 @@ def load_latest(results_dir=RESULTS_DIR) -> dict | None:
     return {**data, "path": str(path)}
 
 
+def merge_results(parts: list[dict]) -> dict:
+    """One results dict from several runs on the same device (e.g. fp16 and bf16 in separate calls): rows and
+    S4D comparison combined, targets recomputed, each part's provenance kept under "parts"."""
+    devices = {p["provenance"].get("device") for p in parts}
+    if len(devices) != 1:
+        raise ValueError(f"merge_results: runs from different devices {sorted(map(str, devices))}; timings are only "
+                         "comparable on one device, merge runs per device")
+    rows = [r for p in parts for r in p["rows"]]
+    s4d = next((p["s4d_128k"] for p in reversed(parts) if p.get("s4d_128k")), None)
+    return {**parts[-1], "rows": rows, "s4d_128k": s4d, "targets": check_targets(rows, s4d),
+            "parts": [{"path": p.get("path"), "provenance": p["provenance"], "args": p.get("args")} for p in parts]}
+
+
 def results_table(results: dict, pass_: str = "fwd", dtype: str = "float16", modes=MODES) -> str:
     """A markdown table of one pass and dtype: ms, speedups, bandwidth, memory; provenance in the caption line."""
     from lconv.results import markdown_table
@@ -467,7 +480,18 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--max-elems", type=int, default=1 << 28, help="cap on B·H·L (B, then H, scaled down)")
     parser.add_argument("--no-s4d", action="store_true", help="skip the 128K S4D comparison")
+    parser.add_argument("--warmup", type=int, default=None, help="do_bench warm-up, ms (default 25; quick 10)")
+    parser.add_argument("--rep", type=int, default=None, help="do_bench repetitions, ms (default 100; quick 30)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="no timing: merge earlier result files of one device into one set of results files")
     args = parser.parse_args(argv)
+    if args.merge:
+        parts = [{**json.loads(Path(f).read_text()), "path": str(f)} for f in args.merge]
+        merged = merge_results(parts)
+        print_targets(merged["targets"])
+        paths = write_results(merged, args.out)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return 0
     if not torch.cuda.is_available():
         print("no GPU: skipping")
         return 0
@@ -478,7 +502,9 @@ def main(argv=None) -> int:
     peak = peak_bandwidth(prov["device"])
     print(f"{prov['device']}: peak bandwidth {'unknown' if peak is None else f'{peak / 1e12:.2f} TB/s'}")
     cases = grid(args.quick, args.N, tuple(args.dtypes), tuple(args.modes), max_elems=args.max_elems)
-    warmup, rep = (10, 30) if args.quick else (25, 100)
+    warmup = args.warmup if args.warmup is not None else (10 if args.quick else 25)
+    rep = args.rep if args.rep is not None else (30 if args.quick else 100)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results = {"benchmark": "kernels.bench", "provenance": prov, "peak_bandwidth_Bps": peak,
                "args": vars(args), "rows": [], "s4d_128k": None, "targets": []}
     for case in cases:
@@ -491,6 +517,7 @@ def main(argv=None) -> int:
                   f"({fmt(row['speedup_vs_complex'], '.2f')}× / {fmt(row['speedup_vs_rfft'], '.2f')}×; "
                   f"{fmt(row['bw_ours_GBps'], '.0f')} GB/s {fmt(row['bw_fraction_of_peak'], '.0%')}) {row['note']}",
                   flush=True)
+        write_results(results, args.out, stamp, plot=False)  # checkpoint: a run cut short keeps its rows
     if not args.no_s4d:
         results["s4d_128k"] = bench_s4d_128k(device, warmup=5 if args.quick else 10, rep=20 if args.quick else 50)
         s = results["s4d_128k"]
@@ -498,7 +525,7 @@ def main(argv=None) -> int:
               f"{s['ms_ours_kernel_given']} ms: {s['speedup']}×")
     results["targets"] = check_targets(results["rows"], results["s4d_128k"])
     print_targets(results["targets"])
-    paths = write_results(results, args.out)
+    paths = write_results(results, args.out, stamp)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

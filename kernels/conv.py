@@ -195,12 +195,15 @@ def _dot_args(dtype: torch.dtype) -> dict:
     return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32"}
 
 
+PROGRAMS_PER_SM = 4  # _chunks splits the batch until channels × chunks reaches this many programs per multiprocessor
+
+
 def _chunks(n_pairs: int, rows: int, device: torch.device, pairs_per_prog: int | None):
     """(n_chunks, pairs_per_prog): split the batch pairs of each of `rows` independent rows (channels, or the
-    three-pass inner rows) so that rows · chunks programs fill the GPU ~4 times."""
+    three-pass inner rows) so that rows · chunks programs fill the GPU PROGRAMS_PER_SM times."""
     if pairs_per_prog is None:
         if device.type == "cuda":
-            target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+            target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
             n_chunks = min(n_pairs, max(1, -(-target // rows)))
         else:
             n_chunks = 1  # the interpreter runs programs one after another: fewer is cheaper
@@ -209,9 +212,23 @@ def _chunks(n_pairs: int, rows: int, device: torch.device, pairs_per_prog: int |
     return -(-n_pairs // pairs_per_prog), pairs_per_prog
 
 
-def _launch_opts(N: int) -> dict:
-    """num_warps by tile size (one (N1, N2) tile per program); no software pipelining (num_stages=1)."""
-    return {"num_warps": 4 if N <= 512 else 8, "num_stages": 1}
+# Launch settings of the fused fixed-FFT kernels by FFT size and pass (one (N1, N2) tile per program, no software
+# pipelining). Measured with `python -m kernels.sweep` on an H100 (fp16, B=64, H=768; results/sweep-*.json): fewer
+# warps per program is much faster until the tiles spill: N=1024 fwd 0.13 ms at 2 warps vs 0.44 ms at 8; N=4096
+# fwd 0.58 ms at 4 warps, 36 ms at 2 (spilled). Re-reading the DFT blocks, twiddles and K inside the loop instead of
+# holding them in registers was 1.4–2× slower at every size and was dropped.
+TUNING = {
+    256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
+    512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
+    1024: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
+    2048: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}},
+    4096: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}},
+}
+
+
+def _launch_opts(N: int, pass_: str = "fwd") -> dict:
+    """num_warps / num_stages of the fused kernels for FFT size N and pass ("fwd" or "bwd")."""
+    return dict(TUNING[N][pass_])
 
 
 def block_planes(dft: torch.Tensor | None, M: int, plan: torch.Tensor):
@@ -234,7 +251,7 @@ def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pregate=None, postgate=None
     y = torch.empty_like(u)  # (B, H, L)
     gated = pregate is not None
     pre, post = (pregate, postgate) if gated else (u, u)  # unused pointers when not gated
-    meta = dict(N1=N1, N2=N2, GATED=gated, **_dot_args(u.dtype), **_launch_opts(N))
+    meta = dict(N1=N1, N2=N2, GATED=gated, **_dot_args(u.dtype), **_launch_opts(N, "fwd"))
     if blocks is None:
         n_chunks, ppp = _chunks(-(-B // 2), H, u.device, pairs_per_prog)
         _fb.flash_butterfly_fwd_kernel[(H * n_chunks,)](
@@ -273,7 +290,7 @@ def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, 
     dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else torch.empty(0, **f32)  # (C, H, Lk) partial sums
     meta = dict(N1=N1, N2=N2, GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk,
                 COMPUTE_DPRE=gated and need_dpre, COMPUTE_DPOST=gated and need_dpost,
-                **_dot_args(u.dtype), **_launch_opts(N))
+                **_dot_args(u.dtype), **_launch_opts(N, "bwd"))
     db1 = db2 = None
     if not learned:
         _fb.flash_butterfly_bwd_kernel[(H * n_chunks,)](

@@ -403,22 +403,11 @@ def k_f_planes_three_pass(k: torch.Tensor, N: int) -> torch.Tensor:
     return torch.stack([k_f.real, k_f.imag], dim=1).contiguous()  # (H, 2, N)
 
 
-def _dot_args(dtype: torch.dtype) -> dict:
-    """tl.dot operands in the input dtype for fp16/bf16 (fp32 for bf16 in the interpreter), ieee fp32 for fp32."""
-    dot_fp32 = dtype == torch.float32 or (dtype == torch.bfloat16 and INTERPRET)
-    return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32"}
-
-
 def _outer_blocks(N0: int) -> dict:
     """Column block BM and K chunk KB of the outer passes (tile (N0, BM) fp32 complex accumulators)."""
     BM = 64 if N0 <= 32 else (32 if N0 <= 64 else 16)
     KB = min(N0, 64 if N0 <= 64 else 32)
     return {"BM": BM, "KB": KB, "num_warps": 4 if N0 <= 32 else 8, "num_stages": 1}
-
-
-def _inner_opts(M: int) -> dict:
-    """Launch options of pass 2 (one (M1, M2) tile per program), as the fused kernel uses for N = M."""
-    return {"num_warps": 4 if M <= 512 else 8, "num_stages": 1}
 
 
 def _pass1(x, gate, N, dtype, w=None, dgate=None):
@@ -435,7 +424,7 @@ def _pass1(x, gate, N, dtype, w=None, dgate=None):
         x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z,
         plan["dft0"], plan["tw0"],
         B, H, L, n_mblocks,
-        N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **_dot_args(dtype), **opts)
+        N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **kconv._dot_args(dtype), **opts)
     return z
 
 
@@ -452,7 +441,7 @@ def _pass3(z, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
         out1 if out2 is None else out2, out1 if gate2 is None else gate2,
         B, H, L, n_mblocks,
         N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None, HAS_GATE2=gate2 is not None,
-        **_dot_args(dtype or out1.dtype), **opts)
+        **kconv._dot_args(dtype or out1.dtype), **opts)
 
 
 def _pass2(z, k_f, N, like, pairs_per_prog=None):
@@ -464,7 +453,7 @@ def _pass2(z, k_f, N, like, pairs_per_prog=None):
     inner_conv_kernel[(H * N0 * n_chunks,)](
         z, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
         P, H, n_chunks, ppp,
-        N0=N0, M1=M1, M2=M2, **_dot_args(like.dtype), **_inner_opts(M1 * M2))
+        N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), **kconv._launch_opts(M1 * M2, "fwd"))
 
 
 def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, pairs_per_prog=None):
@@ -478,8 +467,8 @@ def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, pairs_per_prog=No
     inner_conv_bwd_kernel[(H * N0 * n_chunks,)](
         g, g if v is None else v, q, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
         P, H, n_chunks, ppp,
-        N0=N0, M1=M1, M2=M2, **_dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
-        **_inner_opts(M1 * M2))
+        N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
+        **kconv._launch_opts(M1 * M2, "bwd"))
     return q.sum(0) if need_dk else None  # (H, 2, N)
 
 

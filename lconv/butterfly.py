@@ -74,6 +74,19 @@ def permuted_order(sizes) -> torch.Tensor:
     return (torch.arange(N1)[:, None] + N1 * inner[None, :]).reshape(-1)
 
 
+_ORDERS: dict = {}
+
+
+def _order_on(sizes, device, inverse: bool = False) -> torch.Tensor:
+    """permuted_order(sizes) (or its inverse permutation) on `device`, cached: a fresh host-to-device copy per call
+    would stall a GPU stream (a pageable copy waits for the work queued before it)."""
+    key = (tuple(sizes), str(device), inverse)
+    if key not in _ORDERS:
+        order = permuted_order(sizes)
+        _ORDERS[key] = (torch.argsort(order) if inverse else order).to(device)
+    return _ORDERS[key]
+
+
 def _complex_dtype(x: torch.Tensor):
     return torch.complex128 if x.dtype in (torch.float64, torch.complex128) else torch.complex64
 
@@ -115,7 +128,7 @@ def monarch_fft(x: torch.Tensor, sizes, permuted: bool = False, norm: str = "bac
     X = _fft_perm(x.to(_complex_dtype(x)), sizes, scale=norm == "ortho")
     if permuted:
         return X
-    return X[..., torch.argsort(permuted_order(sizes)).to(X.device)]
+    return X[..., _order_on(sizes, X.device, inverse=True)]
 
 
 def monarch_ifft(X: torch.Tensor, sizes, permuted: bool = False, norm: str = "backward") -> torch.Tensor:
@@ -125,7 +138,7 @@ def monarch_ifft(X: torch.Tensor, sizes, permuted: bool = False, norm: str = "ba
         raise ValueError(f"norm={norm!r}: use 'backward' (scaled 1/N inverse, like torch.fft) or 'ortho'")
     X = X.to(_complex_dtype(X))
     if not permuted:
-        X = X[..., permuted_order(sizes).to(X.device)]  # natural → permuted order
+        X = X[..., _order_on(sizes, X.device)]  # natural → permuted order
     x = _adjoint_perm(X, sizes, scale=norm == "ortho")
     return x if norm == "ortho" else x / X.shape[-1]
 
@@ -147,7 +160,7 @@ def k_f_permuted(k: torch.Tensor, N: int, sizes=None) -> torch.Tensor:
     """k's spectrum (unscaled FFT of k zero-padded to N) in the Monarch's permuted order: (H, Lk) → complex (H, N)."""
     sizes = _check_sizes(N, sizes or default_sizes(N))
     k_f = torch.fft.fft(k.to(torch.float64 if k.dtype == torch.float64 else torch.float32), n=N)  # (H, N)
-    return k_f[..., permuted_order(sizes).to(k.device)]
+    return k_f[..., _order_on(sizes, k.device)]
 
 
 def butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, sizes=None) -> torch.Tensor:

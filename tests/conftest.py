@@ -25,3 +25,14 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def kernel_device():
+    """Kernel tests: tensors they make land on the GPU when there is one (compiled kernels), else on the CPU
+    (interpreter). Use with `pytestmark = pytest.mark.usefixtures("kernel_device")`."""
+    if torch.cuda.is_available():
+        with torch.device("cuda"):
+            yield torch.device("cuda")
+    else:
+        yield torch.device("cpu")

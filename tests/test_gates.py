@@ -10,6 +10,8 @@ from test_kernels import EPS, needs_triton, torch_conv
 
 import kernels
 
+pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
+
 
 def gated_and_grads(fn, u, k, pre, post, dy):
     """y, du, dk, dpregate, dpostgate of y = fn(u, k, pre, post) with upstream gradient dy."""

@@ -15,6 +15,8 @@ import kernels
 from kernels import conv as kconv
 from lconv.butterfly import butterfly_conv
 
+pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
+
 needs_triton = pytest.mark.skipif(not (kernels.HAS_TRITON and (torch.cuda.is_available() or kernels.INTERPRET)),
                                   reason="Triton kernels need a GPU or TRITON_INTERPRET=1")
 
@@ -36,7 +38,7 @@ def conv_and_grads(fn, u, k, dy):
     return y.detach(), u.grad, k.grad
 
 
-def check_against_torch(N, L, dtype, B=2, H=3, Lk=None, device="cpu"):
+def check_against_torch(N, L, dtype, B=2, H=3, Lk=None, device=None):
     """Run the Triton path, fp64 and in-dtype torch.fft; assert the error criterion of the module docstring."""
     Lk = L if Lk is None else Lk
     u = (torch.randn(B, H, L, device=device) * 0.02).to(dtype)

@@ -12,6 +12,8 @@ import kernels
 from lconv.butterfly import default_sizes, dft_matrix
 from lconv.learned_butterfly import learned_butterfly_conv as learned_conv_ref  # the one reference
 
+pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
+
 
 def perturbed_blocks(N, H=None, scale=0.1, dtype=torch.complex64):
     """DFT blocks plus scale·(randn + i·randn), shared (M, M) or per channel (H, M, M)."""

@@ -11,6 +11,8 @@ import torch
 from kernels import three_pass as tp
 from lconv.conv import fft_conv
 
+pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
+
 needs_triton = pytest.mark.skipif(not (tp.HAS_TRITON and (torch.cuda.is_available() or tp.INTERPRET)),
                                   reason="Triton kernels need a GPU or TRITON_INTERPRET=1")
 

@@ -1,0 +1,93 @@
+"""python -m kernels.sweep: time launch settings of the fused fixed-FFT kernels on a GPU, side by side in one run.
+
+For each FFT size N (fp16, B = 64, H = 768, L = N) and pass (fwd, bwd), every combination of num_warps and
+PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against torch's fp32 rfft convolution (max |error|, NaN fails) and
+timed (triton.testing.do_bench, median ms). Prints one table per N, best first, with the bandwidth of moving u, y
+(and dy, du) once; `--out DIR` writes the rows as JSON with provenance. The chosen settings go into
+kernels.conv.TUNING by hand, with the sweep's numbers in the commit that changes them.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+
+import torch
+
+from kernels import conv as kconv
+
+
+def _torch_conv(u, k, N):
+    return torch.fft.irfft(torch.fft.rfft(u.float(), n=N) * torch.fft.rfft(k, n=N), n=N)[..., :u.shape[-1]]
+
+
+def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
+          passes=("fwd", "bwd")) -> list[dict]:
+    """Rows: N, pass, num_warps, PROGRAMS_PER_SM, ms, GB/s, max_err (fwd: y, bwd: du) for each setting."""
+    from triton.testing import do_bench
+
+    dev = torch.device("cuda")
+    u = (torch.randn(B, H, N, device=dev) * 0.02).half()
+    dy = (torch.randn(B, H, N, device=dev) * 0.02).half()
+    k = torch.randn(H, N, device=dev)
+    k_f = kconv.k_f_planes(k, N)
+    y_ref = _torch_conv(u, k, N)
+    du_ref = torch.fft.irfft(torch.fft.rfft(dy.float()) * torch.fft.rfft(k).conj(), n=N)  # circular corr(dy, k)
+    saved = (kconv.TUNING[N], kconv.PROGRAMS_PER_SM)
+    rows = []
+    try:
+        for pass_, w, ps in itertools.product(passes, warps, per_sm):
+            kconv.TUNING[N] = {**saved[0], pass_: {"num_warps": w, "num_stages": 1}}
+            kconv.PROGRAMS_PER_SM = ps
+            if pass_ == "fwd":
+                fn = lambda: kconv._fwd(u, k_f, N)  # noqa: E731
+                out, ref, nbytes = fn(), y_ref, 2 * u.numel() * 2
+            else:
+                need = (True, True, False, False, False, False)
+                fn = lambda: kconv._bwd(u, dy, k_f, N, N, need=need)  # noqa: E731
+                out, ref, nbytes = fn()[0], du_ref, 3 * u.numel() * 2
+            err = (out.float() - ref).abs().max().item()
+            ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+            rows.append(dict(N=N, pass_=pass_, num_warps=w, PROGRAMS_PER_SM=ps, ms=ms,
+                             GBps=nbytes / ms / 1e6, max_err=err))
+            print(f"N={N:5d} {pass_} warps={w} per_sm={ps:2d}: {ms:.3f} ms "
+                  f"{nbytes / ms / 1e6:6.0f} GB/s err {err:.2e}", flush=True)
+    finally:
+        kconv.TUNING[N], kconv.PROGRAMS_PER_SM = saved
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--N", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--warps", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--per-sm", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--passes", nargs="+", default=["fwd", "bwd"])
+    parser.add_argument("--out", default=None, help="directory for sweep-<UTC time>.json")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no GPU: skipping")
+        return 0
+    rows = []
+    for N in args.N:
+        rows += sweep(N, warps=args.warps, per_sm=args.per_sm, passes=args.passes)
+    print("\nbest per (N, pass), against the current TUNING (PROGRAMS_PER_SM 4):")
+    for (N, p), group in itertools.groupby(sorted(rows, key=lambda r: (r["N"], r["pass_"], r["ms"])),
+                                           key=lambda r: (r["N"], r["pass_"])):
+        g = list(group)
+        now = [r for r in g if (r["num_warps"], r["PROGRAMS_PER_SM"]) == (kconv.TUNING[N][p]["num_warps"], 4)]
+        b = g[0]
+        print(f"N={N:5d} {p}: best warps={b['num_warps']} per_sm={b['PROGRAMS_PER_SM']} "
+              f"{b['ms']:.3f} ms {b['GBps']:.0f} GB/s" + (f"; current {now[0]['ms']:.3f} ms" if now else ""))
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        from lconv.results import provenance, write_json_atomic
+        prov = provenance()
+        stamp = prov["date"].replace("-", "").replace(":", "")[:15]
+        write_json_atomic(os.path.join(args.out, f"sweep-{stamp}.json"), {"provenance": prov, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
