@@ -367,9 +367,9 @@ def torch_rfft_conv(u, k, N, pregate=None, postgate=None):
 def ours(u, k, N, pregate=None, postgate=None):
     """FlashButterflyConv (fused) for N ≤ 4096, the three-pass kernels above."""
     if N <= FUSED_MAX_N:
-        from kernels import FlashButterflyConv
+        from kernels import flash_butterfly_conv
 
-        return FlashButterflyConv(N, dtype=u.dtype)(u, k, pregate, postgate)
+        return flash_butterfly_conv(u, k, N, pregate, postgate)  # what FlashButterflyConv(N, dtype).forward calls
     from kernels.three_pass import three_pass_conv
 
     return three_pass_conv(u, k, N, pregate, postgate)
@@ -388,9 +388,13 @@ def _peak_memory(fn) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int = 25, rep: int = 100) -> list[dict]:
-    """Forward and forward+backward rows of one case, ours and both baselines (None where a run ran out of memory)."""
-    from triton.testing import do_bench
+def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int = 25, rep: int = 100,
+               graph: bool = False) -> list[dict]:
+    """Forward and forward+backward rows of one case, ours and both baselines (None where a run ran out of memory).
+
+    graph=True: forward only, timed as replays of a CUDA graph (triton.testing.do_bench_cudagraph) — the GPU's time
+    without the host's per-call overhead (Python, launches), and without do_bench's L2 flush between calls."""
+    from triton.testing import do_bench, do_bench_cudagraph
 
     N, L, B, H = case["N"], case["L"], case["B"], case["H"]
     dtype = DTYPES[case["dtype"]]
@@ -413,11 +417,17 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
         try:
             with torch.no_grad():
                 fwd_mem[name] = _peak_memory(lambda: fn(u, k, N, *gates))
-                fwd_ms[name] = do_bench(lambda: fn(u, k, N, *gates), warmup=warmup, rep=rep, return_mode="median")
+                if graph:
+                    fwd_ms[name] = do_bench_cudagraph(lambda: fn(u, k, N, *gates), rep=rep, return_mode="median")
+                else:
+                    fwd_ms[name] = do_bench(lambda: fn(u, k, N, *gates), warmup=warmup, rep=rep,
+                                            return_mode="median")
         except torch.cuda.OutOfMemoryError:
             fwd_ms[name] = fwd_mem[name] = None
             notes.append(f"{name} fwd: oom")
         torch.cuda.empty_cache()
+        if graph:
+            continue
         leaves = [t.detach().requires_grad_() for t in (u, k, *[g for g in gates if g is not None])]
 
         def step():
@@ -431,6 +441,8 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
             notes.append(f"{name} fwd_bwd: oom")
         del leaves
         torch.cuda.empty_cache()
+    if graph:
+        return [finish_row(case, "fwd_graph", kernel, fwd_ms, fwd_mem, peak, diff, "; ".join(notes + ["cuda graph"]))]
     note = "; ".join(notes)
     return [finish_row(case, "fwd", kernel, fwd_ms, fwd_mem, peak, diff, note),
             finish_row(case, "fwd_bwd", kernel, fb_ms, fb_mem, peak, diff, note)]
@@ -482,6 +494,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-s4d", action="store_true", help="skip the 128K S4D comparison")
     parser.add_argument("--warmup", type=int, default=None, help="do_bench warm-up, ms (default 25; quick 10)")
     parser.add_argument("--rep", type=int, default=None, help="do_bench repetitions, ms (default 100; quick 30)")
+    parser.add_argument("--graph", action="store_true",
+                        help="forward only, timed as CUDA-graph replays: GPU time without host overhead")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="no timing: merge earlier result files of one device into one set of results files")
     args = parser.parse_args(argv)
@@ -508,7 +522,7 @@ def main(argv=None) -> int:
     results = {"benchmark": "kernels.bench", "provenance": prov, "peak_bandwidth_Bps": peak,
                "args": vars(args), "rows": [], "s4d_128k": None, "targets": []}
     for case in cases:
-        for row in bench_case(case, device, peak, warmup, rep):
+        for row in bench_case(case, device, peak, warmup, rep, graph=args.graph):
             results["rows"].append(row)
             fmt = lambda x, f=".3f": "  –  " if x is None else format(x, f)  # noqa: E731
             print(f"N={row['N']:>7} L={row['L']:>7} B={row['B']:>2} H={row['H']:>3} {row['dtype']:>8} "
