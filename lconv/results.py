@@ -67,7 +67,7 @@ def provenance(device: str | torch.device = "auto") -> dict:
         "triton": triton_version,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "commit": _git_commit(),
+        "commit": os.environ.get("LCONV_COMMIT") or _git_commit(),  # LCONV_COMMIT: where the copy has no git
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

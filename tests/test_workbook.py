@@ -47,3 +47,13 @@ def test_results_file_is_rewritten_after_every_row(tmp_path):
     assert {"device", "torch", "commit", "date"} <= set(data["provenance"])
     assert not list(tmp_path.glob(".*.tmp")), "temporary files must not be left behind"
     assert "| nb | c2 |" in markdown_table(rows)
+
+
+def test_provenance_names_the_commit_or_the_one_given(monkeypatch):
+    """LCONV_COMMIT names the code where the checkout's git does not (a copy sent to a GPU machine)."""
+    from lconv.results import provenance
+
+    prov = provenance("cpu")
+    assert set(prov) >= {"device", "torch", "triton", "commit", "date"} and prov["commit"]
+    monkeypatch.setenv("LCONV_COMMIT", "1234abc")
+    assert provenance("cpu")["commit"] == "1234abc"
