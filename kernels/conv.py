@@ -226,8 +226,12 @@ TUNING = {
 }
 
 
-def _launch_opts(N: int, pass_: str = "fwd") -> dict:
-    """num_warps / num_stages of the fused kernels for FFT size N and pass ("fwd" or "bwd")."""
+def _launch_opts(N: int, pass_: str = "fwd", learned: bool = False) -> dict:
+    """num_warps / num_stages of the fused kernels for FFT size N and pass ("fwd" or "bwd"). The learned-block
+    kernels hold more tiles (their blocks and the fixed DFTs) and have not been swept on a GPU: they keep 4 warps up
+    to N = 512 and 8 above, so that fewer warps cannot push them into the heavy spills seen at 2 warps, N ≥ 2048."""
+    if learned:
+        return {"num_warps": 4 if N <= 512 else 8, "num_stages": 1}
     return dict(TUNING[N][pass_])
 
 
@@ -251,7 +255,8 @@ def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pregate=None, postgate=None
     y = torch.empty_like(u)  # (B, H, L)
     gated = pregate is not None
     pre, post = (pregate, postgate) if gated else (u, u)  # unused pointers when not gated
-    meta = dict(N1=N1, N2=N2, GATED=gated, **_dot_args(u.dtype), **_launch_opts(N, "fwd"))
+    meta = dict(N1=N1, N2=N2, GATED=gated, **_dot_args(u.dtype),
+                **_launch_opts(N, "fwd", learned=blocks is not None))
     if blocks is None:
         n_chunks, ppp = _chunks(-(-B // 2), H, u.device, pairs_per_prog)
         _fb.flash_butterfly_fwd_kernel[(H * n_chunks,)](
@@ -290,7 +295,7 @@ def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, 
     dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else torch.empty(0, **f32)  # (C, H, Lk) partial sums
     meta = dict(N1=N1, N2=N2, GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk,
                 COMPUTE_DPRE=gated and need_dpre, COMPUTE_DPOST=gated and need_dpost,
-                **_dot_args(u.dtype), **_launch_opts(N, "bwd"))
+                **_dot_args(u.dtype), **_launch_opts(N, "bwd", learned=learned))
     db1 = db2 = None
     if not learned:
         _fb.flash_butterfly_bwd_kernel[(H * n_chunks,)](

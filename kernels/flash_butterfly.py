@@ -50,15 +50,16 @@ Decomposition used: N1 = 2^⌊log2(N)/2⌋, N2 = N/N1: 256 = 16·16, 512 = 16·3
 
 Caveats (honest)
 ----------------
-- Written and tested on CPU only, through the Triton interpreter (TRITON_INTERPRET=1); never run on a GPU, so speed
-  is unmeasured. Compiled for sm_90 without a GPU (triton.compile + ptxas -v, fp16, 8 warps, triton 3.8):
-  registers / spill stores (bytes per thread) / shared memory —
+- Tested on CPU through the Triton interpreter and compiled on an H100 (triton 3.6; results/ and the README hold the
+  timings). Registers and spills from ptxas for sm_90 (fp16, 8 warps, triton 3.8, no GPU) —
+  registers / spill stores (bytes per thread) / shared memory:
       N = 1024: fwd 230/0/12 KB, fwd gated 255/0/12 KB, bwd (du, dk) 255/68/28 KB, bwd gated (all grads)
                 255/280/28 KB, learned fwd 170/0/20 KB, learned bwd (all grads, gated) 255/1448/36 KB;
       N = 4096: fwd 255/624/52 KB, fwd gated 255/720/52 KB, bwd 255/2736/112 KB, bwd gated 255/4400/112 KB,
                 learned fwd 255/540/80 KB, learned bwd (all) 255/5352/140 KB.
-  The 64×64 fp32 tiles spill at N = 4096 (and the backward already at 1024): correct, but expect local-memory
-  traffic; 16 warps caps registers at 128 and spills more. Shared memory stays under the H100's 227 KB.
+  On the H100, fewer warps per program were much faster than 8 (kernels.conv.TUNING: 2 warps up to N = 1024, 4 above;
+  2 warps at N ≥ 2048 spill so badly that the kernel slows 30–60×). Each program keeps one tile in flight, so the
+  kernel is latency-bound: 45% of peak HBM bandwidth at best (gated, N = 4096).
 - fp16/bf16 inputs: intermediate spectra are rounded to the input dtype before each dot (fp32 accumulation), as
   tensor cores require; errors are a few ulps of the input dtype, larger than fp32 FFT conv. fp32 inputs use
   input_precision="ieee" (no TF32), i.e. no tensor cores: correct but not fast.
