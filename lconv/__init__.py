@@ -16,6 +16,7 @@ _EXPORTS = {
     "make_optimizer": "layers",
     # inspect.py
     "sparsity": "inspect", "total_variation": "inspect", "high_freq_energy": "inspect", "spectrum": "inspect",
+    "spectral_total_variation": "inspect",
     "plot_kernels": "inspect",
     # mixers.py, models.py, train.py
     "make_mixer": "mixers", "H3": "mixers", "CausalSelfAttention": "mixers",

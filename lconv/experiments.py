@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lconv.conv import direct_conv, fft_conv
-from lconv.inspect import high_freq_energy, sparsity, total_variation
+from lconv.inspect import high_freq_energy, sparsity, spectral_total_variation, total_variation
 from lconv.layers import LongConvKernel, S4DKernel
 from lconv.models import SequenceClassifier, count_params
 from lconv.results import pick_device
@@ -240,9 +240,10 @@ def trainable_fraction(model):
 
 
 def kernel_metrics(k, cutoff=0.5):
-    """Sparsity (share of exact zeros), total variation (≈ 1.4 white noise, → 0 smooth), high-frequency share."""
+    """Sparsity (share of exact zeros); smoothness in time: total variation (≈ 1.4 white noise, → 0 smooth) and
+    high-frequency share; smoothness in frequency: spectral total variation (≈ 0.46 white noise, → 0 smooth)."""
     return {"sparsity": sparsity(k), "total_variation": total_variation(k),
-            "high_freq_energy": high_freq_energy(k, cutoff)}
+            "high_freq_energy": high_freq_energy(k, cutoff), "spectral_tv": spectral_total_variation(k)}
 
 
 # ---------------------------------------------------------------- the comparison
@@ -305,8 +306,8 @@ def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0,
     Each run is checkpointed at `ckpt_dir/<task>/<mixer>-<hash of its settings>.pt` (lconv.train's ckpt_path):
     a finished run is loaded instead of retrained, an interrupted one resumes, and two variants with identical
     settings (e.g. the same λ in a sweep) share one run. Table columns: task, variant, mixer, val_accuracy,
-    test_accuracy, final_train_loss, sparsity, total_variation, high_freq_energy (of the trained kernels, all
-    layers), the same three at init (…_init), trainable_fraction (after training) and trainable_fraction_init,
+    test_accuracy, final_train_loss, sparsity, total_variation, high_freq_energy, spectral_tv (of the trained
+    kernels, all layers), the same four at init (…_init), trainable_fraction (after training) and trainable_fraction_init,
     params, steps, train_time_s, resumed.
     """
     import pandas as pd

@@ -55,6 +55,20 @@ def high_freq_energy(k, cutoff=0.5):
     return (power[..., frac > cutoff].sum() / total).item()
 
 
+def spectral_total_variation(k):
+    """Roughness of k's magnitude spectrum, the "smooth in frequency" of the paper's figure: mean |Δ|K(f)|| over
+    mean |K(f)| of K = rfft(k, n=2L), the zero-padded spectrum a causal FFT convolution multiplies by. ≈ 0.46 for
+    white noise (what randn init gives), lower when |K| varies slowly with f; 0 for k ≡ 0. Averaged over channels."""
+    k = _as_kernel(k, "spectral_total_variation")
+    L = k.shape[-1]
+    mag = torch.fft.rfft(k.reshape(-1, L), n=2 * L, dim=-1).abs()  # (channels, L + 1)
+    scale = mag.mean(-1)
+    live = scale > 0  # all-zero channels (fully squashed) have no spectrum to be rough
+    if not live.any():
+        return 0.0
+    return ((mag[live, 1:] - mag[live, :-1]).abs().mean(-1) / scale[live]).mean().item()
+
+
 def plot_kernels(kernels, channels=(0,), ax=None, max_taps=None):
     """Plot each named kernel's time domain (left) and magnitude spectrum (right), one row per kernel.
 

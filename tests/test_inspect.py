@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from lconv.inspect import high_freq_energy, plot_kernels, sparsity, spectrum, total_variation
+from lconv.inspect import (high_freq_energy, plot_kernels, sparsity, spectral_total_variation, spectrum,
+                           total_variation)
 from lconv.regularize import smooth, squash
 
 
@@ -24,6 +25,23 @@ def test_total_variation():
     noise = torch.randn(16, 4096)
     assert abs(total_variation(noise) - 2 / math.sqrt(2)) < 0.03  # E|z1 − z2| / E|z| = √2·√(2/π) / √(2/π)
     assert total_variation(smooth(noise, 7)) < 0.5 * total_variation(noise)
+
+
+def test_spectral_total_variation_is_smoothness_in_frequency():
+    """White noise ≈ 0.46; a decaying kernel (energy near t = 0) has a smooth spectrum; two far-apart spikes (a
+    sparse comb) make it oscillate; scale-free; all-zero channels are skipped."""
+    noise = torch.randn(64, 2048)
+    assert abs(spectral_total_variation(noise) - 0.46) < 0.02
+    t = torch.arange(1024.0)
+    decay = torch.exp(-t / 50)
+    assert spectral_total_variation(decay) < 0.05
+    comb = torch.zeros(1024)
+    comb[0] = comb[700] = 1.0
+    assert spectral_total_variation(comb) > spectral_total_variation(noise)
+    assert spectral_total_variation(3.0 * noise) == pytest.approx(spectral_total_variation(noise))
+    assert spectral_total_variation(torch.zeros(3, 64)) == 0.0
+    assert spectral_total_variation(torch.stack([decay, torch.zeros(1024)])) == pytest.approx(
+        spectral_total_variation(decay))
 
 
 def test_high_freq_energy():
