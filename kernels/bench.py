@@ -15,6 +15,8 @@ What it measures (triton.testing.do_bench, median ms), per FFT size N, dtype (fp
 B·H is scaled down where B·H·L would exceed --max-elems (default 2^28, about 14 GB for the fp32 complex baseline's
 fwd+bwd); every row reports ns per element and the time scaled linearly to the full B = 64, H = 768 grid.
 Results: results/bench-<device>-<UTC time>.{json,csv,png}, written atomically, with lconv.results.provenance().
+`--graph` times the forward passes as CUDA-graph replays instead (rows with pass "fwd_graph": GPU time without the
+host's per-call overhead); `--merge a.json b.json …` combines runs of one device into one results set.
 Without CUDA it prints "no GPU: skipping" and exits 0. Notebooks show the latest recorded results without a GPU
 through `load_latest`, `results_table` and `plot_results`.
 """

@@ -144,6 +144,11 @@ def test_no_gpu_exit_path(monkeypatch, capsys, tmp_path):
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     assert "no GPU: skipping" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())
+    from kernels import sweep
+
+    assert sweep.main(["--N", "1024", "--out", str(tmp_path)]) == 0
+    assert "no GPU: skipping" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
 
 
 def test_implementations_agree_on_cpu():
