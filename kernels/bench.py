@@ -15,6 +15,8 @@ What it measures (triton.testing.do_bench, median ms), per FFT size N, dtype (fp
 B·H is scaled down where B·H·L would exceed --max-elems (default 2^28, about 14 GB for the fp32 complex baseline's
 fwd+bwd); every row reports ns per element and the time scaled linearly to the full B = 64, H = 768 grid.
 Results: results/bench-<device>-<UTC time>.{json,csv,png}, written atomically, with lconv.results.provenance().
+`--modes learned` adds rows of the fused kernel with learned Butterfly blocks (dft1/dft2 = DFT + 0.01·noise, their
+gradients included) and a target comparing them with the fixed kernel at the same N and dtype (run it with plain).
 `--graph` times the forward passes as CUDA-graph replays instead (rows with pass "fwd_graph": GPU time without the
 host's per-call overhead); `--merge a.json b.json …` combines runs of one device into one results set.
 Without CUDA it prints "no GPU: skipping" and exits 0. Notebooks show the latest recorded results without a GPU
@@ -38,7 +40,9 @@ import torch
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 FULL_B, FULL_H = 64, 768
-MODES = ("plain", "gated", "causal")
+MODES = ("plain", "gated", "causal")  # the default grid
+ALL_MODES = MODES + ("learned",)  # "learned": learned Butterfly blocks (dft1/dft2), fused sizes only, on request
+LEARNED_NOISE = 0.01  # learned blocks timed at DFT + 0.01·(randn + i·randn), as lconv.learned_butterfly initialises
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 FULL_N = tuple(1 << e for e in range(8, 21))  # 256 … 1M
 QUICK_N = (1024, 4096, 16384)
@@ -63,6 +67,7 @@ TARGET_FWD_VS_RFFT = 2.2  # paper: 2.2× over cuFFT-based FFT conv, every N 256 
 TARGET_FWD_BWD_VS_RFFT = 2.0
 TARGET_BW_FRACTION = 0.70  # of peak, N ≤ 4K
 TARGET_S4D_128K = 1.8  # paper: 1.8× faster than S4D (generation + FFT conv) at 128K
+TARGET_LEARNED_VS_FIXED = 1.05  # learned Butterfly "at the same runtime": learned ms ≤ 1.05 × fixed ms
 
 CSV_COLUMNS = ("N", "L", "B", "H", "dtype", "mode", "pass", "kernel", "ms_ours", "ms_torch_complex", "ms_torch_rfft",
                "speedup_vs_complex", "speedup_vs_rfft", "ns_per_elem_ours", "ms_ours_full_grid", "bytes",
@@ -102,8 +107,10 @@ def grid(quick: bool = False, Ns=None, dtypes=("float16", "bfloat16"), modes=MOD
     for N in Ns:
         for dtype in dtypes:
             for mode in modes:
-                if mode not in MODES:
-                    raise ValueError(f"mode={mode!r}: use one of {MODES}")
+                if mode not in ALL_MODES:
+                    raise ValueError(f"mode={mode!r}: use one of {ALL_MODES}")
+                if mode == "learned" and N > FUSED_MAX_N:
+                    continue  # learned blocks exist in the fused kernels only
                 L = N // 2 if mode == "causal" else N
                 b, h = scale_batch(B, H, L, max_elems)
                 cases.append({"N": N, "L": L, "B": b, "H": h, "dtype": dtype, "mode": mode})
@@ -190,6 +197,14 @@ def check_targets(rows: list[dict], s4d: dict | None = None) -> list[dict]:
                     "ours": None if worst is None else round(worst["bw_fraction_of_peak"], 3),
                     "where": None if worst is None else f"worst at N={worst['N']} {worst['dtype']} {worst['mode']}",
                     "met": None if worst is None else worst["bw_fraction_of_peak"] >= TARGET_BW_FRACTION})
+    fixed = {(r["N"], r["dtype"], r["pass"]): r["ms_ours"] for r in rows if r["mode"] == "plain"}
+    pairs = [(r, fixed.get((r["N"], r["dtype"], r["pass"]))) for r in rows if r["mode"] == "learned"]
+    ratios = [(r, r["ms_ours"] / f) for r, f in pairs if r["ms_ours"] is not None and f]
+    for pass_ in sorted({r["pass"] for r, _ in ratios}):
+        r, worst = max(((r, x) for r, x in ratios if r["pass"] == pass_), key=lambda rx: rx[1])
+        out.append({"target": f"learned Butterfly {pass_} within {TARGET_LEARNED_VS_FIXED}× of the fixed kernel",
+                    "ours": round(worst, 3), "where": f"worst at N={r['N']} {r['dtype']}",
+                    "met": worst <= TARGET_LEARNED_VS_FIXED})
     if s4d is not None:
         sp = s4d.get("speedup")
         out.append({"target": f"128K: ≥ {TARGET_S4D_128K}× faster than S4D generation + FFT conv",
@@ -373,18 +388,33 @@ def torch_rfft_conv(u, k, N, pregate=None, postgate=None):
     return y if postgate is None else y * postgate
 
 
-def ours(u, k, N, pregate=None, postgate=None):
-    """FlashButterflyConv (fused) for N ≤ 4096, the three-pass kernels above."""
+def ours(u, k, N, pregate=None, postgate=None, blocks=None):
+    """FlashButterflyConv (fused) for N ≤ 4096, the three-pass kernels above; `blocks` (dft1, dft2): learned."""
     if N <= FUSED_MAX_N:
         from kernels import flash_butterfly_conv
 
-        return flash_butterfly_conv(u, k, N, pregate, postgate)  # what FlashButterflyConv(N, dtype).forward calls
+        dft1, dft2 = blocks or (None, None)
+        return flash_butterfly_conv(u, k, N, pregate, postgate, dft1=dft1, dft2=dft2)  # FlashButterflyConv's call
     from kernels.three_pass import three_pass_conv
 
     return three_pass_conv(u, k, N, pregate, postgate)
 
 
 IMPLS = {"ours": ours, "complex": torch_complex_conv, "rfft": torch_rfft_conv}
+
+
+def learned_blocks(N: int, device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared learned blocks for FFT size N: (N1, N1), (N2, N2) complex64 = DFT + LEARNED_NOISE·(randn + i·randn)."""
+    from lconv import butterfly
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def block(M):
+        noise = torch.complex(torch.randn(M, M, generator=gen), torch.randn(M, M, generator=gen))
+        return (butterfly.dft_matrix(M, dtype=torch.complex64) + LEARNED_NOISE * noise).to(device)
+
+    N1, N2 = butterfly.default_sizes(N)
+    return block(N1), block(N2)
 
 
 def _peak_memory(fn) -> int:
@@ -413,16 +443,23 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
     gates = [torch.rand(B, H, L, device=device).to(dtype) for _ in range(2)] if gated else [None, None]
     dy = (torch.randn(B, H, L, device=device) * 0.02).to(dtype)
     kernel = "fused" if N <= FUSED_MAX_N else "three_pass"
+    impls, blocks, ref = IMPLS, [], torch_complex_conv
+    if case["mode"] == "learned":  # ours with learned blocks (their gradients too); the baselines time the plain conv
+        from lconv.learned_butterfly import learned_butterfly_conv
+
+        blocks = [b.requires_grad_() for b in learned_blocks(N, device)]
+        impls = {**IMPLS, "ours": lambda u, k, N, *g: ours(u, k, N, *g, blocks=blocks)}
+        ref = lambda u, k, N, *g: learned_butterfly_conv(u.float(), k, N, *blocks)  # noqa: E731
     notes = []
     with torch.no_grad():
         try:
-            diff = (ours(u, k, N, *gates).float() - torch_complex_conv(u, k, N, *gates).float()).abs().max().item()
+            diff = (impls["ours"](u, k, N, *gates).float() - ref(u, k, N, *gates).float()).abs().max().item()
         except torch.cuda.OutOfMemoryError:
             diff = None
             notes.append("diff: oom")
     torch.cuda.empty_cache()
     fwd_ms, fwd_mem, fb_ms, fb_mem = {}, {}, {}, {}
-    for name, fn in IMPLS.items():
+    for name, fn in impls.items():
         try:
             with torch.no_grad():
                 fwd_mem[name] = _peak_memory(lambda: fn(u, k, N, *gates))
@@ -444,7 +481,7 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
 
         try:
             fb_mem[name] = _peak_memory(step)
-            fb_ms[name] = do_bench(step, warmup=warmup, rep=rep, grad_to_none=leaves, return_mode="median")
+            fb_ms[name] = do_bench(step, warmup=warmup, rep=rep, grad_to_none=leaves + blocks, return_mode="median")
         except torch.cuda.OutOfMemoryError:
             fb_ms[name] = fb_mem[name] = None
             notes.append(f"{name} fwd_bwd: oom")
@@ -498,7 +535,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory (default: results/)")
     parser.add_argument("--N", type=int, nargs="+", default=None, help="FFT sizes (default: 256 … 1M)")
     parser.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"], choices=sorted(DTYPES))
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=ALL_MODES,
+                        help="plain, gated, causal (default: all three); learned: learned Butterfly blocks, N ≤ 4096")
     parser.add_argument("--max-elems", type=int, default=1 << 28, help="cap on B·H·L (B, then H, scaled down)")
     parser.add_argument("--no-s4d", action="store_true", help="skip the 128K S4D comparison")
     parser.add_argument("--warmup", type=int, default=None, help="do_bench warm-up, ms (default 25; quick 10)")

@@ -193,3 +193,17 @@ def test_bench_case_and_s4d_comparison_run_end_to_end_with_a_fake_timer(fake_cud
     assert fake_cuda == ["median"] * 6  # three implementations × (fwd, fwd+bwd)
     s4d = bench.bench_s4d_128k(torch.device("cpu"), B=2, H=2, L=128, dtype=torch.float32)
     assert s4d["N"] == 256 and s4d["speedup"] == 1.0 and s4d["ms_s4d_gen_only"] == 1.0
+
+
+def test_learned_mode_times_the_learned_kernel_against_the_fixed_one(fake_cuda):
+    """mode "learned": fused sizes only, ours with learned blocks (checked against lconv.learned_butterfly), and a
+    target comparing its time with the fixed kernel's at the same N and dtype."""
+    assert [c["N"] for c in bench.grid(Ns=(4096, 8192), dtypes=("float16",), modes=("learned",))] == [4096]
+    case = bench.grid(Ns=(256,), dtypes=("float16",), modes=("learned",), B=2, H=2)[0]
+    fwd, fwd_bwd = bench.bench_case(case, torch.device("cpu"), 3.35e12)
+    assert fwd["mode"] == "learned" and fwd["max_abs_diff"] < 1e-2 and fwd["peer_speedup"] is None
+    assert fake_cuda == ["median"] * 6
+    plain = [dict(fwd, mode="plain", ms_ours=0.5), dict(fwd_bwd, mode="plain", ms_ours=1.0)]
+    by = {t["target"]: t for t in bench.check_targets([fwd, fwd_bwd] + plain)}
+    assert by["learned Butterfly fwd within 1.05× of the fixed kernel"]["ours"] == 2.0
+    assert by["learned Butterfly fwd_bwd within 1.05× of the fixed kernel"]["met"] is True
