@@ -213,10 +213,13 @@ def _chunks(n_pairs: int, rows: int, device: torch.device, pairs_per_prog: int |
 
 
 # Launch settings of the fused fixed-FFT kernels by FFT size and pass (one (N1, N2) tile per program, no software
-# pipelining). Measured with `python -m kernels.sweep` on an H100 (fp16, B=64, H=768; results/sweep-*.json): fewer
-# warps per program is much faster until the tiles spill: N=1024 fwd 0.13 ms at 2 warps vs 0.44 ms at 8; N=4096
-# fwd 0.58 ms at 4 warps, 36 ms at 2 (spilled). Re-reading the DFT blocks, twiddles and K inside the loop instead of
-# holding them in registers was 1.4–2× slower at every size and was dropped.
+# pipelining), measured with `python -m kernels.sweep` on an H100 (fp16, B=64, H=768; results/raw/sweep-*): fewer
+# warps per program is much faster until the tiles spill. fwd ms at 2 / 4 / 8 warps: N=256 0.049 / 0.083 / 0.142,
+# N=1024 0.142 / 0.211 / 0.442, N=4096 36.6 (spilled) / 0.581 / 1.335; N=512 0.064 / 0.068, N=2048 0.451 / 0.308.
+# bwd: N=256 0.080 / 0.141 / 0.236, N=512 0.165 / 0.157 (within noise: 2 kept, as benchmarked), N=1024 0.262 /
+# 0.342 / 0.732, N=2048 20.3 (spilled) / 0.675, N=4096 83 (spilled) at 2; 4 and 8 not timed (the sweep ran out of
+# time): 4, as fwd. Re-reading the DFT blocks, twiddles and K inside the loop instead of holding them in registers
+# was 1.4–2× slower at every size and was dropped.
 TUNING = {
     256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
     512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},

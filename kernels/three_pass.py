@@ -47,11 +47,12 @@ Backward: up to two buffers (g's and v's spectra) + (n_chunks, H, 2, N) fp32 for
 
 Caveats (honest)
 ----------------
-- Tested on CPU through the Triton interpreter and compiled on an H100 (triton 3.6): per call it beats cuFFT's
-  rfft convolution up to 128K (2.17× at 8K, 1.5× at 64K–128K, fp16) and is slower from 256K (0.4× at 1M), where
-  the two outer passes over the fp32 intermediate dominate (results/ holds the timings). Pass 2 uses the fused
-  kernel's launch settings for M (kernels.conv.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to
-  2.8 ms. The outer passes have not been tuned. Compiled for sm_90a without a GPU (triton 3.8 triton.compile + ptxas -v, pointers 16-byte aligned):
+- Tested on CPU through the Triton interpreter and compiled on an H100 (triton 3.6): per call it beats cuFFT's rfft
+  convolution up to 128K (2.17× at 8K, 1.5× at 64K–128K, fp16) and is slower from 256K (0.4× at 1M), where the two
+  outer passes over the fp32 intermediate dominate (results/ holds the timings). Pass 2 uses the fused kernel's
+  launch settings for M (kernels.conv.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to 2.8 ms. The
+  outer passes have not been tuned. Compiled for sm_90a without a GPU (triton 3.8 triton.compile + ptxas -v,
+  pointers 16-byte aligned):
     fp16/bf16  pass 1: 50 regs (N0 = 16), 92 (N0 = 32), 86 (N0 = 64), 189 (N0 = 256), no spills, ≤ 32 KB shared;
                pass 3 (gate + second output): 122–210 regs, no spills;
                pass 2 (inner conv): M = 512: 80 regs, 1K: 211, 2K: 162, no spills; M = 4096: 255 regs and
