@@ -272,11 +272,13 @@ def run_key(task, variant, train_cfg):
 
 
 def fit(model, task, variant, train_cfg, *, test_loader, device, ckpt_dir=None, prefix="run", eval_every=None,
-        eval_batches=None, log=False):
+        eval_batches=None, time_limit_s=None, log=False):
     """Train `model` with `train_cfg` (checkpointed at ckpt_dir/<task>/<prefix>-<run key>.pt), then test it.
 
     Returns (row, history): the row holds what every comparison reports (accuracies, final train loss, params,
-    steps, times, whether the run was loaded from its checkpoint); the model is left on the CPU in eval mode.
+    steps, steps_done, complete, times, whether the run was loaded from its checkpoint); the model is left on the
+    CPU in eval mode. time_limit_s (lconv.train's): a run it cuts short is not tested (test_accuracy NaN,
+    complete False); calling again with the same ckpt_dir resumes it.
     """
     ckpt = None
     if ckpt_dir is not None:
@@ -285,27 +287,32 @@ def fit(model, task, variant, train_cfg, *, test_loader, device, ckpt_dir=None, 
     t0 = time.perf_counter()
     history = train(model, task, steps=train_cfg["steps"], lr=train_cfg["lr"], batch_size=train_cfg["batch_size"],
                     weight_decay=train_cfg["weight_decay"], warmup=train_cfg["warmup"], seed=train_cfg["seed"],
-                    eval_every=eval_every, eval_batches=eval_batches, device=device, ckpt_path=ckpt, log=log)
+                    eval_every=eval_every, eval_batches=eval_batches, device=device, ckpt_path=ckpt,
+                    time_limit_s=time_limit_s, log=log)
     wall = time.perf_counter() - t0
-    test = evaluate(model, test_loader, "classify", device)
+    done = len(history["train_loss"])
+    complete = done == train_cfg["steps"]
+    test = evaluate(model, test_loader, "classify", device) if complete else {"accuracy": float("nan"), "n": 0}
     model.to("cpu").eval()
     tail = history["train_loss"][-max(1, train_cfg["steps"] // 10):]
     row = {"task": task.name, "variant": variant.name,
            "val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else float("nan"),
            "test_accuracy": test["accuracy"], "n_test": test["n"], "final_train_loss": float(np.mean(tail)),
-           "params": count_params(model), "steps": train_cfg["steps"], "train_time_s": history["train_time_s"],
-           "wall_s": wall, "resumed": resumed}
+           "params": count_params(model), "steps": train_cfg["steps"], "steps_done": done, "complete": complete,
+           "train_time_s": history["train_time_s"], "wall_s": wall, "resumed": resumed}
     return row, history
 
 
 def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0, device="auto", ckpt_dir=None,
             weight_decay=0.0, warmup=0, eval_every=None, eval_batches=None, prenorm=False, dropout=0.0,
-            pool="mean", log=False):
+            pool="mean", time_limit_s=None, log=False):
     """Train one classifier per variant on `task` with everything else equal; return a Comparison.
 
     Each run is checkpointed at `ckpt_dir/<task>/<mixer>-<hash of its settings>.pt` (lconv.train's ckpt_path):
     a finished run is loaded instead of retrained, an interrupted one resumes, and two variants with identical
-    settings (e.g. the same λ in a sweep) share one run. Table columns: task, variant, mixer, val_accuracy,
+    settings (e.g. the same λ in a sweep) share one run. time_limit_s caps the wall time of the whole call: a run
+    still going when it is spent stops at a checkpoint with complete=False, and later variants are not started
+    (their rows are missing); the same call again resumes. Table columns: task, variant, mixer, val_accuracy,
     test_accuracy, final_train_loss, sparsity, total_variation, high_freq_energy, spectral_tv (of the trained
     kernels, all layers), the same four at init (…_init), trainable_fraction (after training) and trainable_fraction_init,
     params, steps, train_time_s, resumed.
@@ -322,13 +329,18 @@ def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0,
                      weight_decay=weight_decay, warmup=warmup, prenorm=prenorm, dropout=dropout, pool=pool)
     _, _, test_loader = task.loaders(batch_size)
     rows, kernels, histories, models = [], {}, {}, {}
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     for variant in variants:
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            break
         model = build_model(task, variant, d_model=d_model, n_layers=n_layers, prenorm=prenorm, dropout=dropout,
                             pool=pool, seed=seed)
         k0 = learned_kernels(model)  # (n_layers, C, H, L)
         frac0 = trainable_fraction(model)
         row, history = fit(model, task, variant, train_cfg, test_loader=test_loader, device=dev, ckpt_dir=ckpt_dir,
-                           prefix=variant.mixer, eval_every=eval_every, eval_batches=eval_batches, log=log)
+                           prefix=variant.mixer, eval_every=eval_every, eval_batches=eval_batches,
+                           time_limit_s=left, log=log)
         k = learned_kernels(model)  # (n_layers, C, H, L)
         row.update(mixer=variant.mixer, **kernel_metrics(k), **{f"{m}_init": v for m, v in kernel_metrics(k0).items()},
                    trainable_fraction=trainable_fraction(model), trainable_fraction_init=frac0)

@@ -281,7 +281,7 @@ def _new_history(kind, steps, world, device):
     return h
 
 
-def _check_args(steps, warmup, eval_every, ckpt_every, until, grad_clip):
+def _check_args(steps, warmup, eval_every, ckpt_every, until, grad_clip, time_limit_s):
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"train: steps must be a positive int, got {steps!r}")
     if not isinstance(warmup, int) or not 0 <= warmup <= steps:
@@ -291,23 +291,29 @@ def _check_args(steps, warmup, eval_every, ckpt_every, until, grad_clip):
             raise ValueError(f"train: {name} must be None or a positive int, got {v!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"train: grad_clip must be None (no clipping) or > 0, got {grad_clip!r}")
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise ValueError(f"train: time_limit_s must be None or > 0 seconds, got {time_limit_s!r}")
 
 
 def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0, warmup=0, eval_every=None,
           device="auto", amp=True, ckpt_path=None, seed=0, log=True, batch_size=32, num_workers=0, grad_clip=1.0,
-          eval_batches=None, ckpt_every=None, until=None):
+          eval_batches=None, ckpt_every=None, until=None, time_limit_s=None):
     """Train `model` for `steps` optimiser steps; return the history dict (resumes from `ckpt_path` if it exists).
 
     kind: "classify" or "lm" (default: the task's). batch_size: the global batch for a Task (explicit loaders keep
     theirs). warmup: linear-warmup steps of the cosine schedule. eval_every: evaluate every so many steps (and at
     the end); eval_batches caps the evaluation batches. amp: bf16 autocast, used on CUDA only. ckpt_every: defaults
     to eval_every. until: stop (after checkpointing) once this many steps are done, while the schedule still spans
-    `steps` — to train in chunks. log: tqdm bar on a terminal and one line per evaluation.
+    `steps` — to train in chunks. time_limit_s: stop (after checkpointing) at the first step that ends this many
+    wall-clock seconds after the call began — to fit a run into time-boxed sessions; the history then holds fewer
+    than `steps` train_loss entries, and calling again with the same ckpt_path resumes. log: tqdm bar on a terminal
+    and one line per evaluation.
 
     History keys: train_loss and lr (per step), eval_step with val_loss, val_accuracy (classify) or val_ppl (lm)
     and tokens_per_s (training throughput since the previous evaluation), train_time_s, tokens_seen.
     """
-    _check_args(steps, warmup, eval_every, ckpt_every, until, grad_clip)
+    _check_args(steps, warmup, eval_every, ckpt_every, until, grad_clip, time_limit_s)
+    t_call = time.perf_counter()
     kind, train_loader, val_loader = _resolve_loaders(task_or_loaders, kind, batch_size, num_workers)
     env_world, _, local_rank = _dist_env()
     device = pick_device(device) if isinstance(device, str) else torch.device(device)
@@ -441,6 +447,12 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
                     history[f"val_{name}"].append(extra)
                     say(f"step {step}/{steps}  train_loss {loss_value:.4f}  val_loss {metrics['loss']:.4f}  "
                         f"{name} {extra:.4f}  {tps:,.0f} tok/s")
+                out_of_time = time_limit_s is not None and _all_reduce_sum(
+                    [float(time.perf_counter() - t_call > time_limit_s)], device)[0] > 0  # every rank agrees
+                if out_of_time:
+                    stop = step
+                    say(f"time limit {time_limit_s:g} s reached at step {step}/{steps}"
+                        + (f"; resume from {ckpt_path}" if ckpt_path else ""))
                 if ckpt_path is not None and (step % ckpt_every == 0 or step == stop):
                     save()
         finally:

@@ -17,7 +17,7 @@ from lconv.train import train
 TRAIN = dict(d_model=8, n_layers=1, steps=6, lr=1e-2, batch_size=16, warmup=1)
 COLUMNS = {"task", "variant", "mixer", "val_accuracy", "test_accuracy", "n_test", "final_train_loss", "sparsity",
            "total_variation", "high_freq_energy", "spectral_tv", "sparsity_init", "total_variation_init",
-           "high_freq_energy_init", "spectral_tv_init", "trainable_fraction", "trainable_fraction_init", "params", "steps", "train_time_s", "wall_s", "resumed"}
+           "high_freq_energy_init", "spectral_tv_init", "trainable_fraction", "trainable_fraction_init", "params", "steps", "steps_done", "complete", "train_time_s", "wall_s", "resumed"}
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,21 @@ def test_non_finite_loss_stops_training(tmp_path):
     assert not (tmp_path / "c.pt").exists()
 
 
+def test_time_limit_stops_at_a_checkpoint_and_resumes(tmp_path):
+    """A spent time limit stops after the current step with a checkpoint; resuming finishes the straight run."""
+    kw = dict(kind="classify", steps=6, lr=1e-2, warmup=1, device="cpu", seed=1, log=False)
+    model, loaders = _tiny_setup()
+    straight = train(model, loaders, **kw)
+    ckpt = tmp_path / "run.pt"
+    model_a, loaders_a = _tiny_setup()
+    cut = train(model_a, loaders_a, ckpt_path=ckpt, time_limit_s=1e-9, **kw)
+    assert len(cut["train_loss"]) == 1 and ckpt.exists() and cut["eval_step"] == []
+    resumed = train(model_a, loaders_a, ckpt_path=ckpt, **kw)
+    assert resumed["train_loss"] == straight["train_loss"] and resumed["val_loss"] == straight["val_loss"]
+    with pytest.raises(ValueError, match="time_limit_s"):
+        train(model, loaders, time_limit_s=0, **kw)
+
+
 def test_bad_arguments_raise_value_error():
     model, loaders = _tiny_setup()
     with pytest.raises(ValueError, match="kind must be one of"):
