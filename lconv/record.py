@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from lconv.data import get_task
-from lconv.experiments import SQUASH_SMOOTH, compare, settings, squash_smooth_variants, task_settings
+from lconv.experiments import (SQUASH_SMOOTH, chance_level, compare, settings, squash_smooth_variants,
+                               task_settings)
 from lconv.results import device_name, pick_device, provenance, write_json_atomic
 
 RECORDED_DIR = Path(__file__).resolve().parents[1] / "results"  # tracked: recordings are committed
@@ -35,9 +36,9 @@ DATA_SOURCES = ("release", "generated")
 # LRA tasks → generated tasks of the same kind; at profile "full" their sizes are the LRA release's
 STAND_INS = {"lra_listops": "listops", "lra_pathfinder": "pathfinder32", "lra_path128": "path128",
              "lra_path256": "path256"}
-ROW_KEYS = ("task", "data", "variant", "mixer", "test_accuracy", "val_accuracy", "n_test", "final_train_loss",
-            "steps", "params", "train_time_s", "sparsity", "total_variation", "high_freq_energy", "spectral_tv",
-            "sparsity_init", "total_variation_init", "high_freq_energy_init", "spectral_tv_init",
+ROW_KEYS = ("task", "data", "variant", "mixer", "test_accuracy", "val_accuracy", "n_test", "chance",
+            "final_train_loss", "steps", "params", "train_time_s", "sparsity", "total_variation", "high_freq_energy",
+            "spectral_tv", "sparsity_init", "total_variation_init", "high_freq_energy_init", "spectral_tv_init",
             "trainable_fraction", "trainable_fraction_init")
 
 
@@ -135,14 +136,16 @@ def record(plans: list[Plan], *, profile: str, out_dir=RECORDED_DIR, seed: int =
         if left is not None and left <= 0:
             break
         if plan.task not in tasks:  # generating a task's data counts towards the budget
-            tasks[plan.task] = get_task(plan.data, profile=profile, seed=seed, **plan.overrides)
+            task = get_task(plan.data, profile=profile, seed=seed, **plan.overrides)
+            tasks[plan.task] = task, chance_level(task)
             left = None if deadline is None else max(1e-3, deadline - time.perf_counter())
-        run = compare(tasks[plan.task], [variant], **plan.train, seed=seed, device=dev, ckpt_dir=ckpt_dir,
+        task, chance = tasks[plan.task]
+        run = compare(task, [variant], **plan.train, seed=seed, device=dev, ckpt_dir=ckpt_dir,
                       time_limit_s=left, log=log)
         row = run.table.iloc[0].to_dict()
         if not row["complete"]:
             break
-        row.update(task=plan.task, data=plan.data)
+        row.update(task=plan.task, data=plan.data, chance=chance)
         rec["rows"].append({k: _clean(row[k]) for k in ROW_KEYS})
         todo.pop(0)
         _save(path, rec, todo, dev)
@@ -168,7 +171,8 @@ def load_records(results_dir=RECORDED_DIR):
             rows.append({**r, "profile": rec.get("profile"), "device": prov.get("device"), "torch": prov.get("torch"),
                          "commit": prov.get("commit"), "date": prov.get("date"), "file": path.name,
                          "recording_complete": rec.get("complete", False)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else
+                        [*ROW_KEYS, "profile", "device", "torch", "commit", "date", "file", "recording_complete"])
 
 
 def _parse_sets(items) -> dict:

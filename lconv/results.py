@@ -97,12 +97,16 @@ class Results:
         self.provenance = provenance(device)
         self.rows: list[dict] = []
 
-    def add(self, claim: str, metric: str, ours, paper=None, task: str = "", note: str = "") -> dict:
-        """Record one headline number (and the paper's, when the paper has one) and rewrite the file."""
+    def add(self, claim: str, metric: str, ours, paper=None, task: str = "", note: str = "", profile=None,
+            device=None) -> dict:
+        """Record one headline number (and the paper's, when the paper has one) and rewrite the file.
+
+        profile / device: where a number shown here was produced elsewhere (a recording in results/), say so;
+        by default they are this run's."""
         if isinstance(ours, torch.Tensor):
             ours = ours.item()
         row = {"claim": claim, "task": task, "metric": metric, "paper": paper, "ours": ours,
-               "profile": self.profile, "device": self.provenance["device"], "note": note}
+               "profile": profile or self.profile, "device": device or self.provenance["device"], "note": note}
         self.rows.append(row)
         self.save()
         return row

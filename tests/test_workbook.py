@@ -43,6 +43,9 @@ def test_results_file_is_rewritten_after_every_row(tmp_path):
     res.add(claim="c2", metric="acc", ours=0.7, paper=0.9)
     rows = load_results(tmp_path)
     assert [r["claim"] for r in rows] == ["c1", "c2"] and rows[1]["paper"] == 0.9
+    assert rows[0]["device"].startswith("CPU") and rows[0]["profile"] == "quick"
+    res.add(claim="c3", metric="acc", ours=0.8, profile="full", device="NVIDIA H100")  # a recorded number
+    assert load_results(tmp_path)[2] | {"profile": "full", "device": "NVIDIA H100"} == load_results(tmp_path)[2]
     data = json.loads((tmp_path / "nb.json").read_text())
     assert {"device", "torch", "commit", "date"} <= set(data["provenance"])
     assert not list(tmp_path.glob(".*.tmp")), "temporary files must not be left behind"
