@@ -167,12 +167,22 @@ def load_records(results_dir=RECORDED_DIR):
     for path in sorted(Path(results_dir).glob("squash-smooth-*.json")):
         rec = json.loads(path.read_text())
         prov = rec.get("provenance", {})
+        plans = {p["task"]: describe_plan(p) for p in rec.get("plans", [])}
         for r in rec.get("rows", []):
             rows.append({**r, "profile": rec.get("profile"), "device": prov.get("device"), "torch": prov.get("torch"),
                          "commit": prov.get("commit"), "date": prov.get("date"), "file": path.name,
-                         "recording_complete": rec.get("complete", False)})
-    return pd.DataFrame(rows, columns=None if rows else
-                        [*ROW_KEYS, "profile", "device", "torch", "commit", "date", "file", "recording_complete"])
+                         "recording_complete": rec.get("complete", False), "settings": plans.get(r["task"], "")})
+    return pd.DataFrame(rows, columns=None if rows else [*ROW_KEYS, "profile", "device", "torch", "commit", "date",
+                                                         "file", "recording_complete", "settings"])
+
+
+def describe_plan(plan: dict) -> str:
+    """One line of a recorded plan's settings: model and training, then the data's overrides."""
+    t, k = plan["train"], plan["kernel"]
+    line = (f"width {t['d_model']}, {t['n_layers']} layers, {t['steps']} steps (warm-up {t.get('warmup', 0)}), "
+            f"batch {t['batch_size']}, lr {t['lr']:g}, kernel lr {k['kernel_lr']:g}, λ {k['lam']:g}")
+    data = ", ".join(f"{key} {value}" for key, value in plan.get("overrides", {}).items())
+    return line + (f"; data: {data}" if data else "")
 
 
 def _parse_sets(items) -> dict:

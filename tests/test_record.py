@@ -91,3 +91,5 @@ def test_other_settings_write_another_file_and_load_records_reads_all(tmp_path):
     assert len(table) == 5 and table.recording_complete.all() and (table.profile == "smoke").all()
     assert {"device", "commit", "date", "file", "test_accuracy", "spectral_tv", "data"} <= set(table.columns)
     assert (table.steps == 8).all() and (table.data == "digits").all()
+    assert table.settings[0].startswith("width 16, 1 layers, 8 steps (warm-up 1), batch 32, lr 0.01")
+    assert table.settings[0].endswith("; data: n_train 48, n_val 16, n_test 16")
