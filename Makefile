@@ -7,6 +7,14 @@ PROFILE ?= quick
 DEVICE ?= auto
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.lconv-installed
+# SYSTEM_PYTHON=1: use $(PYTHON) as it is (a GPU machine with torch and triton but no internet), no venv, no setup
+ifdef SYSTEM_PYTHON
+PY := $(PYTHON)
+SETUP :=
+else
+PY := $(BIN)/python
+SETUP := setup
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data test reproduce lab bench clean clean-venv
@@ -14,6 +22,7 @@ STAMP := $(VENV)/.lconv-installed
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: PROFILE=smoke|quick|full (default quick)  DEVICE=auto|cpu|cuda  PYTEST_ARGS=..."
+	@echo "             SYSTEM_PYTHON=1 (no venv: run with $(PYTHON) and its packages, e.g. on an offline GPU machine)"
 
 # The venv is (re)built whenever the pinned requirements or the package metadata change.
 $(STAMP): env/requirements.txt pyproject.toml
@@ -28,17 +37,17 @@ setup: $(STAMP) data ## create or refresh .venv from env/, register the Jupyter 
 data: ## install the offline datasets (Fashion-MNIST, KJV text) from Debian packages when possible
 	@bash env/install-data.sh
 
-test: setup ## run the test suite (includes every notebook in the smoke profile)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(SETUP) ## run the test suite (includes every notebook in the smoke profile)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
-reproduce: setup ## execute every notebook into build/ (PROFILE=quick|full|smoke) and print the summary
-	$(BIN)/python -m lconv.workbook run --profile $(PROFILE) --device $(DEVICE)
+reproduce: $(SETUP) ## execute every notebook into build/ (PROFILE=quick|full|smoke) and print the summary
+	$(PY) -m lconv.workbook run --profile $(PROFILE) --device $(DEVICE)
 
 lab: setup ## open JupyterLab on notebooks/ with the lconv kernel
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-bench: setup ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
-	$(BIN)/python -m kernels.bench
+bench: $(SETUP) ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
+	$(PY) -m kernels.bench
 
 clean: ## remove build outputs (executed notebooks, figures, results, caches)
 	rm -rf build .pytest_cache
