@@ -7,7 +7,7 @@ import torch
 
 import lconv.record
 from lconv.data import get_task
-from lconv.experiments import SQUASH_SMOOTH
+from lconv.experiments import SQUASH_SMOOTH, squash_smooth_variants
 from lconv.record import STAND_INS, _parse_sets, load_records, main, make_plans, record, record_path
 
 TINY = {"*": {"n_train": 48, "n_val": 16, "n_test": 16}}
@@ -93,3 +93,23 @@ def test_other_settings_write_another_file_and_load_records_reads_all(tmp_path):
     assert (table.steps == 8).all() and (table.data == "digits").all()
     assert table.settings[0].startswith("width 16, 1 layers, 8 steps (warm-up 1), batch 32, lr 0.01")
     assert table.settings[0].endswith("; data: n_train 48, n_val 16, n_test 16")
+
+
+@pytest.mark.slow
+def test_the_gpu_recording_builds_and_runs_its_models_here():
+    """The LRA plans a GPU session would record, at their real widths and lengths: data, the five models, a forward
+    and backward pass on two examples — so a configuration error shows here, not after device time is spent."""
+    from lconv.experiments import build_model
+
+    tiny = {"*": {"n_train": 8, "n_val": 4, "n_test": 4}}
+    for plan in make_plans("full", ["lra_listops", "lra_pathfinder"], steps=10, data="generated", overrides=tiny):
+        task = get_task(plan.data, profile="full", **plan.overrides)
+        assert task.seq_len == {"listops": 2048, "pathfinder32": 1024}[plan.data]
+        x, y = next(iter(task.loaders(2)[0]))
+        t = plan.train
+        for variant in squash_smooth_variants(**plan.kernel):
+            model = build_model(task, variant, d_model=t["d_model"], n_layers=t["n_layers"], prenorm=t["prenorm"],
+                                dropout=t.get("dropout", 0.0), pool=t.get("pool", "mean"))
+            logits = model(x)
+            assert logits.shape == (2, task.n_classes) and torch.isfinite(logits).all()
+            torch.nn.functional.cross_entropy(logits, y).backward()
