@@ -434,7 +434,9 @@ def accuracy_verdict(table, chance, base="long conv", other="+ Squash", margin=N
 
     table: compare() rows (any number of tasks); chance: task name → chance accuracy. margin=None: two standard
     errors of the difference of two accuracies on the task's test set, 2·sqrt(2·p(1 − p)/n_test) (one seed each,
-    so this is a floor on the noise), or 0.02 when the table has no n_test column.
+    so this is a floor on the noise), or 0.02 when the table has no n_test column. A variant counts as having
+    learned only if its validation accuracy (when the table has one) clears chance + margin as well as its test
+    accuracy: a test score above chance with validation at chance is noise, not learning.
     """
     lines = []
     for task, rows in table.groupby("task", sort=False):
@@ -447,10 +449,13 @@ def accuracy_verdict(table, chance, base="long conv", other="+ Squash", margin=N
             n = rows["n_test"].iloc[0] if "n_test" in rows else None
             p = (a + b) / 2
             m = 2 * math.sqrt(2 * p * (1 - p) / n) if n else 0.02
-        best = max(acc.values())
+        held_out = rows[["test_accuracy", "val_accuracy"]].min(axis=1) if "val_accuracy" in rows else \
+            rows["test_accuracy"]
+        best = held_out.fillna(rows["test_accuracy"]).max()
         if best < c + m:
-            lines.append(f"{task}: no variant learned beyond chance ({c:.1%}; best {best:.1%}) in this budget, "
-                         f"so this task says nothing about the gap at this scale.")
+            on = "validation and test" if "val_accuracy" in rows else "test"
+            lines.append(f"{task}: no variant learned beyond chance ({c:.1%}; best {best:.1%} on {on}) in this "
+                         f"budget, so this task says nothing about the gap at this scale.")
         elif b - a > m:
             lines.append(f"{task}: {other} beats {base} by {100 * (b - a):.1f} points ({b:.1%} vs {a:.1%}): "
                          f"the paper's direction.")

@@ -153,6 +153,12 @@ def test_verdicts_follow_the_numbers():
                for line in accuracy_verdict(t, {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1}).splitlines())
     with pytest.raises(ValueError, match="lacks"):
         accuracy_verdict(t[t.variant == "long conv"], {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.1})
+    # a test score above chance whose validation score sits at chance is not learning
+    fluke = pd.DataFrame([("p", "long conv", 0.498, 0.514), ("p", "S4D", 0.560, 0.498)],
+                         columns=["task", "variant", "test_accuracy", "val_accuracy"]).assign(n_test=1000)
+    assert "no variant learned beyond chance" in accuracy_verdict(fluke, {"p": 0.5}, other="S4D")
+    fluke["val_accuracy"] = [0.514, 0.580]
+    assert "S4D beats long conv by 6.2 points" in accuracy_verdict(fluke, {"p": 0.5}, other="S4D")
 
 
 def test_chance_level_and_checkpoint_dir(digits, tmp_path):
