@@ -315,7 +315,7 @@ def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0,
     (their rows are missing); the same call again resumes. Table columns: task, variant, mixer, val_accuracy,
     test_accuracy, final_train_loss, sparsity, total_variation, high_freq_energy, spectral_tv (of the trained
     kernels, all layers), the same four at init (…_init), trainable_fraction (after training) and trainable_fraction_init,
-    params, steps, train_time_s, resumed.
+    params, steps, steps_done, complete, train_time_s, wall_s, resumed.
     """
     import pandas as pd
 
@@ -449,9 +449,8 @@ def accuracy_verdict(table, chance, base="long conv", other="+ Squash", margin=N
             n = rows["n_test"].iloc[0] if "n_test" in rows else None
             p = (a + b) / 2
             m = 2 * math.sqrt(2 * p * (1 - p) / n) if n else 0.02
-        held_out = rows[["test_accuracy", "val_accuracy"]].min(axis=1) if "val_accuracy" in rows else \
-            rows["test_accuracy"]
-        best = held_out.fillna(rows["test_accuracy"]).max()
+        held_out = rows[["test_accuracy", "val_accuracy"]] if "val_accuracy" in rows else rows[["test_accuracy"]]
+        best = held_out.min(axis=1).max()  # min skips a missing validation score
         if best < c + m:
             on = "validation and test" if "val_accuracy" in rows else "test"
             lines.append(f"{task}: no variant learned beyond chance ({c:.1%}; best {best:.1%} on {on}) in this "
