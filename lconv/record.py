@@ -4,7 +4,8 @@ r"""Record notebook 02's comparison at a chosen scale into `results/`, in time-b
         --steps 4000 --set lra_pathfinder.n_train=50000 --budget-s 540
 
 trains the five models of the comparison (long conv, + Squash, + Smooth, + both, S4D: lconv.experiments) on each
-task with the profile's settings (SQUASH_SMOOTH; `--steps` shortens every run, scaling its warm-up), and writes one
+task with the profile's settings (SQUASH_SMOOTH; `--steps` shortens every run, scaling its warm-up; `--kernel
+kernel_lr=1e-3` changes a kernel option of every variant), and writes one
 row per finished run to `results/squash-smooth-<device>-<profile>-<key>.json`, atomically, with provenance. The
 key hashes everything that sets the numbers, so the same command finds its file again: finished runs are skipped,
 the interrupted one resumes from its checkpoint (`--ckpt-dir`), and the command says when the recording is complete.
@@ -67,13 +68,21 @@ def _scaled(train: dict, steps: int | None) -> dict:
     return train
 
 
+KERNEL_KEYS = ("lam", "kernel_lr", "smooth_window", "channels", "s4d_lr", "kernel_dropout", "bidirectional",
+               "d_state", "init")  # squash_smooth_variants' options
+
+
 def make_plans(profile: str, tasks=None, *, steps: int | None = None, data: str = "release",
-               overrides: dict | None = None) -> list[Plan]:
+               overrides: dict | None = None, kernel: dict | None = None) -> list[Plan]:
     """The plans of a recording: SQUASH_SMOOTH[profile]'s tasks (all, or `tasks`), shortened to `steps`.
 
     data="generated" trains each LRA task on its STAND_INS task; overrides: {task: {get_task keyword: value}}
-    (key "*" for every task), e.g. {"lra_pathfinder": {"n_train": 50000}}.
+    (key "*" for every task), e.g. {"lra_pathfinder": {"n_train": 50000}}; kernel: options of every task's
+    variants (KERNEL_KEYS), e.g. {"kernel_lr": 1e-3}.
     """
+    unknown = sorted(set(kernel or {}) - set(KERNEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown kernel option(s) {unknown}; known: {list(KERNEL_KEYS)}")
     if data not in DATA_SOURCES:
         raise ValueError(f"data must be one of {DATA_SOURCES}, got {data!r}")
     cfg = settings(SQUASH_SMOOTH, profile)
@@ -84,7 +93,7 @@ def make_plans(profile: str, tasks=None, *, steps: int | None = None, data: str 
         raise ValueError(f"overrides name task(s) {unknown} that are not recorded; tasks: {tasks}")
     plans = []
     for name in tasks:
-        train, task_overrides, kernel = task_settings(cfg, name)
+        train, task_overrides, task_kernel = task_settings(cfg, name)
         source = name
         if data == "generated" and name.startswith("lra_"):
             if name not in STAND_INS:
@@ -92,7 +101,7 @@ def make_plans(profile: str, tasks=None, *, steps: int | None = None, data: str 
                                  "--data release and the LRA files under $LCONV_DATA (lconv.data.lra says where)")
             source = STAND_INS[name]
         task_overrides.update(overrides.get("*", {}), **overrides.get(name, {}))
-        plans.append(Plan(name, source, _scaled(train, steps), task_overrides, kernel))
+        plans.append(Plan(name, source, _scaled(train, steps), task_overrides, {**task_kernel, **(kernel or {})}))
     return plans
 
 
@@ -211,6 +220,8 @@ def main(argv=None) -> dict:
                    help="release: the tasks' own data; generated: LRA tasks on their generated stand-ins")
     p.add_argument("--set", dest="sets", action="append", metavar="[TASK.]KEY=VALUE",
                    help="a get_task override, for one task or (without TASK.) for all; repeatable")
+    p.add_argument("--kernel", dest="kernel", action="append", metavar="KEY=VALUE",
+                   help=f"a kernel option for every task's variants, one of {', '.join(KERNEL_KEYS)}; repeatable")
     p.add_argument("--budget-s", type=float, default=None, help="stop cleanly after this many wall seconds")
     p.add_argument("--out", default=str(RECORDED_DIR), help="where the record file goes (default: results/)")
     p.add_argument("--ckpt-dir", default="build/checkpoints/recorded", help="run checkpoints (resumed from)")
@@ -222,8 +233,11 @@ def main(argv=None) -> dict:
         import torch
         torch.set_num_threads(args.threads)
     try:
+        kernel = _parse_sets(args.kernel)
+        if set(kernel) - {"*"}:
+            raise ValueError(f"--kernel takes KEY=VALUE for every task, got {args.kernel}")
         plans = make_plans(args.profile, args.tasks, steps=args.steps, data=args.data,
-                           overrides=_parse_sets(args.sets))
+                           overrides=_parse_sets(args.sets), kernel=kernel.get("*", {}))
     except ValueError as e:
         p.error(str(e))
     rec = record(plans, profile=args.profile, out_dir=args.out, seed=args.seed, device=args.device,

@@ -41,6 +41,21 @@ def test_plans_refuse_what_cannot_be_recorded():
         make_plans("quick", steps=0)
     with pytest.raises(ValueError, match="not in this profile"):
         make_plans("quick", ["cifar"])
+    with pytest.raises(ValueError, match="unknown kernel option"):
+        make_plans("quick", kernel={"lr": 1e-3})
+    with pytest.raises(SystemExit):  # argparse names the error and exits before anything trains
+        main(["--profile", "smoke", "--kernel", "smnist.lam=0.001"])
+
+
+def test_kernel_options_reach_every_variant():
+    plans = make_plans("quick", ["smnist", "listops"], kernel={"kernel_lr": 1e-3, "lam": 0.003})
+    for plan in plans:
+        assert plan.kernel["kernel_lr"] == 1e-3 and plan.kernel["lam"] == 0.003
+        assert plan.kernel["smooth_window"] == SQUASH_SMOOTH["quick"]["kernel"]["smooth_window"]  # the rest kept
+        variants = squash_smooth_variants(**plan.kernel)
+        assert all(v.kwargs["lr"] == 1e-3 for v in variants[:4]) and variants[1].kwargs["lam"] == 0.003
+    assert record_path("/r", plans, profile="quick", seed=0, device="cpu") != \
+        record_path("/r", make_plans("quick", ["smnist", "listops"]), profile="quick", seed=0, device="cpu")
 
 
 def test_set_arguments_parse_per_task_and_for_all():
