@@ -158,13 +158,17 @@ def record(plans: list[Plan], *, profile: str, out_dir=RECORDED_DIR, seed: int =
         rec["rows"].append({k: _clean(row[k]) for k in ROW_KEYS})
         todo.pop(0)
         _save(path, rec, todo, dev)
-    return _save(path, rec, todo, dev)
+    if not path.exists():  # a first call that finished no run still leaves its file, listing what is pending
+        _save(path, rec, todo, dev)
+    rec.update(complete=not todo, pending=[[p.task, v.name] for p, v in todo])
+    return {**rec, "path": str(path)}
 
 
-def _save(path: Path, rec: dict, todo, dev) -> dict:
+def _save(path: Path, rec: dict, todo, dev) -> None:
+    """Write the record with its state and the provenance of this write (only when a run was added, or on creation:
+    re-running a finished recording leaves its file, and the commit and date in it, untouched)."""
     rec.update(complete=not todo, pending=[[p.task, v.name] for p, v in todo], provenance=provenance(dev))
     write_json_atomic(path, rec)
-    return {**rec, "path": str(path)}
 
 
 def load_records(results_dir=RECORDED_DIR):

@@ -89,9 +89,11 @@ def test_a_recording_cut_by_its_budget_resumes_to_the_uncut_rows(tmp_path, monke
     assert [r["variant"] for r in resumed["rows"]] == ["long conv", "+ Squash", "+ Smooth", "+ Squash + Smooth",
                                                         "S4D"]
     assert resumed["provenance"]["device"].startswith("CPU") and resumed["provenance"]["commit"]
-    # a third call finds every run recorded and trains nothing
+    # a third call finds every run recorded, trains nothing and leaves the file (and its provenance) as it was
+    before = open(cut["path"]).read()
     again = record(plans, out_dir=tmp_path / "b", ckpt_dir=tmp_path / "nowhere", **kw)
-    assert again["rows"] == resumed["rows"] and not (tmp_path / "nowhere").exists()
+    assert again["rows"] == resumed["rows"] and again["complete"] and not (tmp_path / "nowhere").exists()
+    assert open(cut["path"]).read() == before
 
 
 def test_other_settings_write_another_file_and_load_records_reads_all(tmp_path):
