@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -216,10 +215,6 @@ def check_targets(rows: list[dict], s4d: dict | None = None) -> list[dict]:
 # Writing and reading results (atomic, with provenance)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
-
-
 def _write_text_atomic(path: Path, text: str) -> Path:
     """Write text through a temporary file and a rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,11 +241,11 @@ def rows_to_csv(rows: list[dict]) -> str:
 
 def write_results(results: dict, out_dir, stamp: str | None = None, plot: bool = True) -> dict:
     """Write results {"provenance", "rows", ...} as bench-<device>-<stamp>.json/.csv(/.png); returns the paths."""
-    from lconv.results import write_json_atomic
+    from lconv.results import slug, write_json_atomic
 
     out_dir = Path(out_dir)
     stamp = stamp or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    stem = f"bench-{_slug(results['provenance'].get('device', 'device'))}-{stamp}"
+    stem = f"bench-{slug(results['provenance'].get('device', 'device'), 'device')}-{stamp}"
     paths = {"json": write_json_atomic(out_dir / f"{stem}.json", results),
              "csv": _write_text_atomic(out_dir / f"{stem}.csv", rows_to_csv(results["rows"]))}
     if plot:

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from torch import nn
 from lconv.layers import LongConvKernel, S4DKernel
 from lconv.mixers import ShiftKernel
 from lconv.models import CausalLM, count_params
-from lconv.results import pick_device
+from lconv.results import pick_device, slug
 from lconv.train import evaluate, train
 
 
@@ -267,10 +266,6 @@ def run_key(name, model, task, train_cfg, seed):
     return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
-def _slug(name):
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "run"
-
-
 def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warmup=0, eval_every=None,
              eval_batches=None, device="auto", seed=0, ckpt_dir=None, log=False):
     """Train `model` on the LM `task` with lconv.train.train (checkpointed at ckpt_dir/<name>-<hash>.pt); an LMRun.
@@ -285,7 +280,7 @@ def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warm
                      eval_every=eval_every, eval_batches=eval_batches)
     ckpt = None
     if ckpt_dir is not None:
-        ckpt = Path(ckpt_dir) / f"{_slug(name)}-{run_key(name, model, task, train_cfg, seed)}.pt"
+        ckpt = Path(ckpt_dir) / f"{slug(name)}-{run_key(name, model, task, train_cfg, seed)}.pt"
     resumed = ckpt is not None and ckpt.exists()
     history = train(model, task, kind="lm", device=dev, ckpt_path=ckpt, seed=seed, log=log, **train_cfg)
     _, _, test_loader = task.loaders(batch_size)

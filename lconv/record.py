@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 from lconv.data import get_task
 from lconv.experiments import (SQUASH_SMOOTH, chance_level, compare, settings, squash_smooth_variants,
                                task_settings)
-from lconv.results import device_name, pick_device, provenance, write_json_atomic
+from lconv.results import device_name, pick_device, provenance, slug, write_json_atomic
 
 RECORDED_DIR = Path(__file__).resolve().parents[1] / "results"  # tracked: recordings are committed
 DATA_SOURCES = ("release", "generated")
@@ -110,8 +109,7 @@ def record_path(out_dir, plans, *, profile: str, seed: int, device) -> Path:
     blob = json.dumps({"plans": [dataclasses.asdict(p) for p in plans], "profile": profile, "seed": seed},
                       sort_keys=True, default=str)
     key = hashlib.sha1(blob.encode()).hexdigest()[:8]
-    dev = re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
-    return Path(out_dir) / f"squash-smooth-{dev}-{profile}-{key}.json"
+    return Path(out_dir) / f"squash-smooth-{slug(device_name(device), 'device')}-{profile}-{key}.json"
 
 
 def _clean(value):

@@ -18,6 +18,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -70,6 +71,11 @@ def provenance(device: str | torch.device = "auto") -> dict:
         "commit": os.environ.get("LCONV_COMMIT") or _git_commit(),  # LCONV_COMMIT: where the copy has no git
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def slug(text: str, default: str = "run") -> str:
+    """A file-name part from free text: lower case, runs of anything but letters and digits as one "-"."""
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or default
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
