@@ -15,10 +15,7 @@ import os
 import torch
 
 from kernels import conv as kconv
-
-
-def _torch_conv(u, k, N):
-    return torch.fft.irfft(torch.fft.rfft(u.float(), n=N) * torch.fft.rfft(k, n=N), n=N)[..., :u.shape[-1]]
+from kernels.bench import torch_fft_conv
 
 
 def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
@@ -31,7 +28,7 @@ def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
     dy = (torch.randn(B, H, N, device=dev) * 0.02).half()
     k = torch.randn(H, N, device=dev)
     k_f = kconv.k_f_planes(k, N)
-    y_ref = _torch_conv(u, k, N)
+    y_ref = torch_fft_conv(u.float(), k, N)  # fp32 reference (output in its input's dtype)
     du_ref = torch.fft.irfft(torch.fft.rfft(dy.float()) * torch.fft.rfft(k).conj(), n=N)  # circular corr(dy, k)
     saved = (kconv.TUNING[N], kconv.PROGRAMS_PER_SM)
     rows = []
