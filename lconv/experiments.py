@@ -271,6 +271,15 @@ def run_key(task, variant, train_cfg):
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
+def train_accuracy(model, task, batch_size, device, max_examples=4000):
+    """Accuracy on (at most `max_examples` of) the training set, in a fixed order, without dropout: with the test
+    accuracy it gives the train–test (generalisation) gap."""
+    from torch.utils.data import DataLoader, Subset
+
+    data = task.train if len(task.train) <= max_examples else Subset(task.train, range(max_examples))
+    return evaluate(model, DataLoader(data, batch_size=batch_size), "classify", device)["accuracy"]
+
+
 def fit(model, task, variant, train_cfg, *, test_loader, device, ckpt_dir=None, prefix="run", eval_every=None,
         eval_batches=None, time_limit_s=None, log=False):
     """Train `model` with `train_cfg` (checkpointed at ckpt_dir/<task>/<prefix>-<run key>.pt), then test it.
@@ -278,7 +287,8 @@ def fit(model, task, variant, train_cfg, *, test_loader, device, ckpt_dir=None, 
     Returns (row, history): the row holds what every comparison reports (accuracies, final train loss, params,
     steps, steps_done, complete, times, whether the run was loaded from its checkpoint); the model is left on the
     CPU in eval mode. time_limit_s (lconv.train's): a run it cuts short is not tested (test_accuracy NaN,
-    complete False); calling again with the same ckpt_dir resumes it.
+    complete False); calling again with the same ckpt_dir resumes it. train_accuracy: on up to 4000 training
+    examples after training (lconv.experiments.train_accuracy).
     """
     ckpt = None
     if ckpt_dir is not None:
@@ -293,11 +303,13 @@ def fit(model, task, variant, train_cfg, *, test_loader, device, ckpt_dir=None, 
     done = len(history["train_loss"])
     complete = done == train_cfg["steps"]
     test = evaluate(model, test_loader, "classify", device) if complete else {"accuracy": float("nan"), "n": 0}
+    train_acc = train_accuracy(model, task, test_loader.batch_size, device) if complete else float("nan")
     model.to("cpu").eval()
     tail = history["train_loss"][-max(1, train_cfg["steps"] // 10):]
     row = {"task": task.name, "variant": variant.name,
            "val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else float("nan"),
-           "test_accuracy": test["accuracy"], "n_test": test["n"], "final_train_loss": float(np.mean(tail)),
+           "test_accuracy": test["accuracy"], "n_test": test["n"], "train_accuracy": train_acc,
+           "final_train_loss": float(np.mean(tail)),
            "params": count_params(model), "steps": train_cfg["steps"], "steps_done": done, "complete": complete,
            "train_time_s": history["train_time_s"], "wall_s": wall, "resumed": resumed}
     return row, history
@@ -313,7 +325,7 @@ def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0,
     settings (e.g. the same λ in a sweep) share one run. time_limit_s caps the wall time of the whole call: a run
     still going when it is spent stops at a checkpoint with complete=False, and later variants are not started
     (their rows are missing); the same call again resumes. Table columns: task, variant, mixer, val_accuracy,
-    test_accuracy, final_train_loss, sparsity, total_variation, high_freq_energy, spectral_tv (of the trained
+    test_accuracy, train_accuracy, final_train_loss, sparsity, total_variation, high_freq_energy, spectral_tv (of the trained
     kernels, all layers), the same four at init (…_init), trainable_fraction (after training) and trainable_fraction_init,
     params, steps, steps_done, complete, train_time_s, wall_s, resumed.
     """

@@ -36,7 +36,7 @@ DATA_SOURCES = ("release", "generated")
 # LRA tasks → generated tasks of the same kind; at profile "full" their sizes are the LRA release's
 STAND_INS = {"lra_listops": "listops", "lra_pathfinder": "pathfinder32", "lra_path128": "path128",
              "lra_path256": "path256"}
-ROW_KEYS = ("task", "data", "variant", "mixer", "test_accuracy", "val_accuracy", "n_test", "chance",
+ROW_KEYS = ("task", "data", "variant", "mixer", "test_accuracy", "val_accuracy", "train_accuracy", "n_test", "chance",
             "final_train_loss", "steps", "params", "train_time_s", "sparsity", "total_variation", "high_freq_energy",
             "spectral_tv", "sparsity_init", "total_variation_init", "high_freq_energy_init", "spectral_tv_init",
             "trainable_fraction", "trainable_fraction_init")
@@ -104,12 +104,12 @@ def make_plans(profile: str, tasks=None, *, steps: int | None = None, data: str 
     return plans
 
 
-def record_path(out_dir, plans, *, profile: str, seed: int, device) -> Path:
-    """The file a recording writes: named by device, profile and a hash of everything that sets its numbers."""
+def record_path(out_dir, plans, *, profile: str, seed: int, device, study: str = "squash-smooth") -> Path:
+    """The file a recording writes: named by study, device, profile and a hash of everything that sets its numbers."""
     blob = json.dumps({"plans": [dataclasses.asdict(p) for p in plans], "profile": profile, "seed": seed},
                       sort_keys=True, default=str)
     key = hashlib.sha1(blob.encode()).hexdigest()[:8]
-    return Path(out_dir) / f"squash-smooth-{slug(device_name(device), 'device')}-{profile}-{key}.json"
+    return Path(out_dir) / f"{study}-{slug(device_name(device), 'device')}-{profile}-{key}.json"
 
 
 def _clean(value):
@@ -122,16 +122,19 @@ def _clean(value):
 
 
 def record(plans: list[Plan], *, profile: str, out_dir=RECORDED_DIR, seed: int = 0, device="auto",
-           ckpt_dir="build/checkpoints/recorded", budget_s: float | None = None, log: bool = True) -> dict:
+           ckpt_dir="build/checkpoints/recorded", budget_s: float | None = None, log: bool = True,
+           study: str = "squash-smooth") -> dict:
     """Train every run of `plans` not yet in its record file, writing each finished run's row; return the record.
+
+    study: the record file's name prefix and "kind" ("squash-smooth": notebook 02 §7; "regime": lconv.regime).
 
     The record: {"kind", "profile", "seed", "plans", "rows", "complete", "pending", "provenance", "path"}; "pending"
     lists the (task, variant) runs still to do when `budget_s` (wall seconds for this call) ran out first.
     """
     dev = pick_device(device) if isinstance(device, str) else device
-    path = record_path(out_dir, plans, profile=profile, seed=seed, device=dev)
+    path = record_path(out_dir, plans, profile=profile, seed=seed, device=dev, study=study)
     rec = json.loads(path.read_text()) if path.exists() else {
-        "kind": "squash_smooth", "profile": profile, "seed": seed,
+        "kind": study.replace("-", "_"), "profile": profile, "seed": seed,
         "plans": [dataclasses.asdict(p) for p in plans], "rows": [], "started": provenance(dev)["date"]}
     done = {(r["task"], r["variant"]) for r in rec["rows"]}
     deadline = None if budget_s is None else time.perf_counter() + budget_s

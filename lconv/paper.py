@@ -1,0 +1,203 @@
+r"""The official settings of the paper's long-conv runs, as data: OFFICIAL_SETTINGS[task][knob] and where each is set.
+
+    from lconv.paper import OFFICIAL_SETTINGS, KNOB_SOURCES, SOURCES
+    OFFICIAL_SETTINGS["lra_cifar"]["lam"]      # 0.003
+    KNOB_SOURCES["lra_cifar"]["lam"]           # "configs/experiment/lra/long-conv-lra-cifar.yaml"
+
+Source: HazyResearch/safari at commit 02220c69d247e5473616cd053a443ad99fd2559b (SAFARI_COMMIT), read file by file;
+values only, no code or text copied. An LRA run is the Hydra composition of its experiment file
+`configs/experiment/lra/long-conv-lra-<task>.yaml` over `configs/model/long-conv.yaml` → `configs/model/base.yaml` +
+`configs/model/layer/long-conv.yaml`, the task's `configs/pipeline/<task>.yaml` (loader, dataset, optimizer, decoder)
+and `configs/scheduler/cosine_warmup.yaml`; constructor defaults fill what no YAML sets
+(`src/models/sequence/long_conv_kernel.py`, `long_conv.py`, `src/utils/train.py`). "scifar_standalone" is the
+plain-PyTorch script pair `standalone_cifar.py` (arguments, optimiser, schedule) + `standalone_long_convs.py` (model),
+run with its defaults (colour sCIFAR). "lra_cifar" is the grayscale LRA Image task.
+
+Knob meanings (lconv.fidelity compares ours against these names):
+  d_model, n_layers, prenorm         backbone width, depth, pre-norm (True) or post-norm (False)
+  norm                               "layer" (LayerNorm) or "batch" (BatchNorm1d over batch and length)
+  dropout, tie_dropout               dropout inside each layer and on each residual branch; tie_dropout: one mask
+                                     shared along the sequence (Dropout1d-like) instead of elementwise
+  kernel_dropout, lam, init          dropout on the kernel taps, Squash threshold λ, kernel init: "random" = randn·0.002,
+                                     "decay" = the official "double_exp" init randn·0.02·exp(−(j/L)·(H/2)^(i/H))
+  kernel_lr, kernel_weight_decay     the kernel's own AdamW group
+  channels, postact, bidirectional   kernel channels C, the output map ("glu": Linear(C·H → 2H) → GLU), two-sided kernel
+  batch_size, epochs, steps, warmup  loader batch, trainer max epochs, the schedule's total steps, its warmup steps
+  lr, weight_decay, schedule         AdamW for every other parameter; schedule "cosine_warmup" (per optimiser step:
+                                     linear warmup from 0, then half a cosine to 0 at `steps`) or "cosine_epoch"
+                                     (torch CosineAnnealingLR stepped once per epoch, no warmup)
+  pool                               how the classifier reads the sequence: "mean" or "last"
+  smooth                             False = no moving average on the kernel; an int = its window
+
+Caveats the numbers alone do not show (more in lconv.fidelity's module docstring):
+- max_epochs ends some LRA runs before their schedule does: ListOps 40 epochs × 1920 steps = 76,800 of 80,000,
+  Image 200 × 900 = 180,000 of 200,000, AAN 20 × 2298 optimiser steps ≈ 45,960 of 50,000 (train-set sizes from the
+  dataset YAMLs' comments and CIFAR's val_split 0.1), so their learning rate never reaches 0.
+- AAN accumulates 2 batches per optimiser step (`trainer.accumulate_grad_batches: 2`): batch_size 32 is per
+  forward pass, 64 per update.
+- tie_dropout=True ties the residual-branch mask along the sequence; the in-layer dropout of the LRA LongConv is
+  built with DropoutNd's default transposed=True on a (B, L, C·H) tensor, so its mask is shared along the features
+  and drops whole time steps instead. Only Image (dropout 0.1) is affected; the other LRA tasks use dropout 0.
+- No LRA config turns on the kernel's moving average (`use_ma_smoothing` defaults to False): the released LRA
+  runs use Squash + kernel dropout only.
+"""
+
+SAFARI_COMMIT = "02220c69d247e5473616cd053a443ad99fd2559b"
+KERNEL_SOURCE_NOTE = ("safari's src/models/sequence/long_conv_kernel.py; the identical file is in HazyResearch/hyena-dna "
+                      "at the same path (commit 5352b82)")
+
+KNOBS = ("d_model", "n_layers", "prenorm", "norm", "dropout", "tie_dropout", "kernel_dropout", "lam", "init",
+         "kernel_lr", "kernel_weight_decay", "channels", "postact", "bidirectional", "batch_size", "epochs", "steps",
+         "warmup", "lr", "weight_decay", "schedule", "pool", "smooth")
+TASKS = ("lra_listops", "lra_imdb", "lra_aan", "lra_cifar", "lra_pathfinder", "lra_pathx", "scifar_standalone")
+
+# ---------------------------------------------------------------- file paths (in HazyResearch/safari)
+_EXP = "configs/experiment/lra/long-conv-lra-{}.yaml"
+_MODEL = "configs/model/long-conv.yaml"
+_BASE = "configs/model/base.yaml"
+_LAYER = "configs/model/layer/long-conv.yaml"
+_KERNEL = "src/models/sequence/long_conv_kernel.py"
+_REGISTER = "src/utils/train.py (OptimModule.register, wd=0.0)"
+_SCHED = "configs/scheduler/cosine_warmup.yaml + src/utils/registry.py (transformers.get_cosine_schedule_with_warmup)"
+_PIPE = "configs/pipeline/{}.yaml"
+_ARGS = "standalone_cifar.py (argparse defaults)"
+_MODEL_SA = "standalone_long_convs.py"
+
+# ---------------------------------------------------------------- shared by the six LRA runs
+# What no LRA experiment file overrides: every value is the default of the file named in _LRA_SOURCES.
+_LRA_COMMON = dict(
+    tie_dropout=True,  # configs/model/long-conv.yaml tie_dropout: true (base.yaml says false; long-conv.yaml wins)
+    init="random",  # long_conv_kernel.py weight_init="random"; no config sets weight_init
+    kernel_weight_decay=0.0,  # OptimModule.register gives registered tensors weight decay 0.0
+    channels=2,  # configs/model/layer/long-conv.yaml channels: 2
+    postact="glu",  # configs/model/layer/long-conv.yaml postact: glu → Linear(C·H → 2H) then GLU
+    bidirectional=False,  # configs/model/layer/long-conv.yaml bidirectional: false (Pathfinder, Path-X override)
+    schedule="cosine_warmup",  # each experiment: override /scheduler: cosine_warmup, stepped per optimiser step
+    smooth=False,  # long_conv_kernel.py use_ma_smoothing=False (window 7 if on); no config turns it on
+)
+_LRA_SOURCES = dict(tie_dropout=_MODEL, init=_KERNEL, kernel_weight_decay=_REGISTER, channels=_LAYER,
+                    postact=_LAYER, bidirectional=_LAYER, schedule=_SCHED, smooth=_KERNEL)
+# Knobs every LRA experiment file sets itself.
+_IN_EXPERIMENT = ("d_model", "n_layers", "prenorm", "norm", "dropout", "kernel_dropout", "lam", "kernel_lr",
+                  "batch_size", "epochs", "steps", "lr", "weight_decay")
+
+OFFICIAL_SETTINGS = {
+    # configs/experiment/lra/long-conv-lra-listops.yaml (pipeline listops → imdb)
+    "lra_listops": dict(
+        _LRA_COMMON,
+        d_model=128, n_layers=8, prenorm=False, norm="batch", dropout=0.0,
+        kernel_dropout=0.2, lam=0.002, kernel_lr=5e-4,  # model.layer.{kernel_dropout, lam, learning_rate}
+        batch_size=50, epochs=40,  # loader.batch_size, trainer.max_epochs (≈ 76,800 of the 80,000 steps)
+        steps=80_000, warmup=10_000,  # scheduler.num_training_steps / num_warmup_steps
+        lr=0.01, weight_decay=0.05,
+        pool="mean",  # decoder.mode: pool; pipeline imdb.yaml use_lengths: true → mean over the unpadded tokens
+    ),
+    # configs/experiment/lra/long-conv-lra-imdb.yaml (pipeline imdb; dataset l_max 4096, char level)
+    "lra_imdb": dict(
+        _LRA_COMMON,
+        d_model=256, n_layers=6, prenorm=True, norm="batch", dropout=0.0,
+        kernel_dropout=0.2, lam=0.003, kernel_lr=1e-3,
+        batch_size=16, epochs=32, steps=50_000, warmup=5000, lr=0.01, weight_decay=0.05,
+        pool="mean",  # decoder.mode: pool, use_lengths: true (pipeline imdb.yaml)
+    ),
+    # configs/experiment/lra/long-conv-lra-aan.yaml (pipeline aan: retrieval decoder)
+    "lra_aan": dict(
+        _LRA_COMMON,
+        d_model=256, n_layers=6, prenorm=True, norm="batch", dropout=0.0,
+        kernel_dropout=0.1, lam=0.004, kernel_lr=1e-4,
+        batch_size=32,  # per forward pass; trainer.accumulate_grad_batches: 2 → 64 per optimiser step
+        epochs=20, steps=50_000, warmup=2500, lr=0.01, weight_decay=0.05,
+        pool="mean",  # pipeline aan.yaml: retrieval decoder, mode pool, use_lengths, nli head over the 2 documents
+    ),
+    # configs/experiment/lra/long-conv-lra-cifar.yaml (pipeline cifar; dataset.grayscale: true)
+    "lra_cifar": dict(
+        _LRA_COMMON,
+        d_model=512, n_layers=6, prenorm=False, norm="layer", dropout=0.1,
+        kernel_dropout=0.2, lam=0.003, kernel_lr=1e-3,  # model.layer; also l_max: 1024
+        batch_size=50, epochs=200,  # 200 × 900 = 180,000 of the 200,000 scheduled steps
+        steps=200_000,
+        warmup=1000,  # not in the experiment file: configs/scheduler/cosine_warmup.yaml num_warmup_steps: 1000
+        lr=0.01, weight_decay=0.05,
+        pool="mean",  # configs/pipeline/cifar.yaml decoder mode: pool (the experiment does not override it)
+    ),
+    # configs/experiment/lra/long-conv-lra-pathfinder.yaml (pipeline pathfinder → cifar)
+    "lra_pathfinder": dict(
+        _LRA_COMMON,
+        d_model=256, n_layers=6, prenorm=True, norm="batch", dropout=0.0,
+        kernel_dropout=0.3, lam=0.001, kernel_lr=1e-3,
+        bidirectional=True,  # model.layer.bidirectional: True
+        batch_size=64, epochs=200, steps=500_000, warmup=2500, lr=0.004, weight_decay=0.03,
+        pool="last",  # decoder.mode: last
+    ),
+    # configs/experiment/lra/long-conv-lra-pathx.yaml (pipeline pathx → cifar, resolution 128, layer l_max 16384)
+    "lra_pathx": dict(
+        _LRA_COMMON,
+        d_model=256, n_layers=6, prenorm=True, norm="batch", dropout=0.0,
+        kernel_dropout=0.3, lam=0.001, kernel_lr=5e-4,
+        bidirectional=True,
+        batch_size=16,  # ${eval:16//${trainer.devices}}, devices: 1 in configs/trainer/default.yaml
+        epochs=50, steps=500_000, warmup=10_000, lr=5e-4, weight_decay=0.05,
+        pool="mean",  # no decoder override: configs/pipeline/cifar.yaml mode pool (Pathfinder uses last)
+    ),
+    # standalone_cifar.py defaults + standalone_long_convs.py: colour sCIFAR, plain PyTorch loop
+    "scifar_standalone": dict(
+        d_model=256, n_layers=6,  # --d_model, --n_layers
+        prenorm=False,  # --prenorm is a store_true flag, off by default
+        norm="layer",  # LongConvModel: nn.LayerNorm per block
+        dropout=0.1,  # --dropout: in the layer (nn.Dropout) and on the residual branch (nn.Dropout1d)
+        tie_dropout=True,  # the residual-branch nn.Dropout1d is tied along the sequence; the in-layer one is not
+        kernel_dropout=0.2, lam=0.001, kernel_lr=1e-3,  # --kernel_dropout, --kernel_lam, --kernel_lr
+        init="random",  # randn·0.002 (the only init in standalone_long_convs.py)
+        kernel_weight_decay=0.0,  # OurModule.register wd=0.0
+        channels=2,  # LongConv(channels=2) default
+        postact="glu",  # nn.Linear(C·H, 2H) → nn.GLU
+        bidirectional=True,  # implicitly: the kernel has 2L taps and the FFT size is 2L, so taps L+1…2L−1 wrap
+                             # around to lags −(L−1)…−1 and read future inputs; there is no bidirectional flag
+        batch_size=50, epochs=300,  # --batch_size, --epochs
+        steps=270_000,  # not set as steps: CosineAnnealingLR(T_max=300 epochs) × 900 batches (45,000 train images
+                        # after val_split 0.1, batch 50) — the same span in optimiser steps
+        warmup=0,  # no warmup
+        lr=0.01, weight_decay=0.05,  # --lr, --weight_decay
+        schedule="cosine_epoch",  # torch CosineAnnealingLR stepped once per epoch
+        pool="mean",  # x.mean(dim=1)
+        smooth=False,  # no smoothing in standalone_long_convs.py
+    ),
+}
+
+# Where each value comes from, knob by knob (paths in HazyResearch/safari at SAFARI_COMMIT).
+KNOB_SOURCES = {}
+for _task in TASKS[:-1]:
+    _name = {"lra_listops": "listops", "lra_imdb": "imdb", "lra_aan": "aan", "lra_cifar": "cifar",
+             "lra_pathfinder": "pathfinder", "lra_pathx": "pathx"}[_task]
+    _src = dict(_LRA_SOURCES)
+    _src.update({k: _EXP.format(_name) for k in _IN_EXPERIMENT})
+    _src["warmup"] = _SCHED if _task == "lra_cifar" else _EXP.format(_name)
+    if _task in ("lra_pathfinder", "lra_pathx"):
+        _src["bidirectional"] = _EXP.format(_name)
+    _src["pool"] = {"lra_listops": _EXP.format(_name) + " + " + _PIPE.format("imdb"),
+                    "lra_imdb": _EXP.format(_name) + " + " + _PIPE.format("imdb"),
+                    "lra_aan": _PIPE.format("aan"),
+                    "lra_cifar": _PIPE.format("cifar"),
+                    "lra_pathfinder": _EXP.format(_name),
+                    "lra_pathx": _PIPE.format("pathx") + " → " + _PIPE.format("cifar")}[_task]
+    if _task == "lra_cifar":
+        _src["tie_dropout"] = _EXP.format(_name)
+    KNOB_SOURCES[_task] = _src
+KNOB_SOURCES["scifar_standalone"] = {k: (_MODEL_SA if k in ("norm", "tie_dropout", "init", "kernel_weight_decay",
+                                                            "channels", "postact", "bidirectional", "pool", "smooth")
+                                         else _ARGS) for k in KNOBS}
+KNOB_SOURCES["scifar_standalone"]["schedule"] = KNOB_SOURCES["scifar_standalone"]["warmup"] = \
+    "standalone_cifar.py (setup_optimizer)"
+KNOB_SOURCES["scifar_standalone"]["steps"] = "standalone_cifar.py (setup_optimizer, split_train_val, --epochs)"
+del _task, _name, _src
+
+SOURCES = {
+    task: ", ".join([_EXP.format(name), _PIPE.format(pipe), _MODEL, _BASE, _LAYER, _KERNEL,
+                     "src/models/sequence/long_conv.py", "src/models/sequence/model.py",
+                     "src/models/sequence/block.py", _SCHED, "configs/optimizer/adamw.yaml",
+                     "configs/trainer/default.yaml", "src/utils/train.py", "train.py (configure_optimizers)"])
+    for task, name, pipe in (("lra_listops", "listops", "listops"), ("lra_imdb", "imdb", "imdb"),
+                             ("lra_aan", "aan", "aan"), ("lra_cifar", "cifar", "cifar"),
+                             ("lra_pathfinder", "pathfinder", "pathfinder"), ("lra_pathx", "pathx", "pathx"))
+}
+SOURCES["scifar_standalone"] = "standalone_cifar.py, standalone_long_convs.py"
