@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,149 @@ def record_stage(stage: str, *, seeds=None, cells=None, out_dir=REGIME_DIR, devi
             if not out[-1]["complete"]:
                 return out
     return out
+
+
+# ---------------------------------------------------------------- reading the recordings
+
+RUN_COLUMNS = ("cell", "task", "n_train", "d_model", "kernel_lr", "steps", "seed", "variant", "test_accuracy",
+               "train_accuracy", "val_accuracy", "n_test", "final_train_loss", "sparsity", "total_variation",
+               "spectral_tv", "trainable_fraction", "train_time_s", "device", "commit", "date", "file")
+
+
+def load_regime(results_dir=REGIME_DIR):
+    """Every recorded run of the study, one row per (cell, seed, variant): RUN_COLUMNS, with the cell's settings
+    read from the record file's plan (so a renamed or retired cell still reads right) and the train–test gap
+    `gap` = train_accuracy − test_accuracy. Empty (same columns) when nothing is recorded."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(results_dir).glob(f"{STUDY}-*.json")):
+        rec = json.loads(path.read_text())
+        prov = rec.get("provenance", {})
+        plans = {p["task"]: p for p in rec["plans"]}
+        for r in rec["rows"]:
+            p = plans[r["task"]]
+            klr = p["kernel"]["kernel_lr"]
+            rows.append({**r, "cell": r["task"], "task": p["data"], "n_train": p["overrides"]["n_train"],
+                         "d_model": p["train"]["d_model"],
+                         "kernel_lr": next((k for k, v in KERNEL_LRS.items() if v == klr), str(klr)),
+                         "steps": p["train"]["steps"], "seed": rec["seed"], "device": prov.get("device"),
+                         "commit": prov.get("commit"), "date": prov.get("date"), "file": path.name})
+    table = pd.DataFrame(rows, columns=list(RUN_COLUMNS) if not rows else None)
+    if rows:
+        table = table[[c for c in RUN_COLUMNS]]
+    table["gap"] = table["train_accuracy"] - table["test_accuracy"]
+    return table
+
+
+def _se_binomial(p, n):
+    """Standard error of an accuracy p measured on n test examples."""
+    return math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
+def cell_summary(runs):
+    """Per (cell, variant): seeds, test accuracy mean and standard error over seeds (with one seed: the test set's
+    binomial error, marked by seeds = 1), train accuracy, train–test gap, kernel sparsity and roughness in time
+    (total variation) and frequency (spectral TV)."""
+    import pandas as pd
+
+    out = []
+    for (c, v), g in runs.groupby(["cell", "variant"], sort=False):
+        acc = g["test_accuracy"].to_numpy()
+        se = (acc.std(ddof=1) / math.sqrt(len(acc)) if len(acc) > 1
+              else _se_binomial(acc[0], int(g["n_test"].iloc[0])))
+        out.append({"cell": c, "variant": v, "seeds": len(acc), "test_accuracy": acc.mean(), "se": se,
+                    "train_accuracy": g["train_accuracy"].mean(), "gap": g["gap"].mean(),
+                    "sparsity": g["sparsity"].mean(), "total_variation": g["total_variation"].mean(),
+                    "spectral_tv": g["spectral_tv"].mean()})
+    return pd.DataFrame(out)
+
+
+def paired_differences(runs, base="long conv", others=("+ Squash", "+ Smooth")):
+    """Per (cell, seed, other): test accuracy of `other` − `base` on the same seed (same data order and init of
+    everything but the kernel regulariser). Columns cell, seed, other, difference (accuracy points, × 100)."""
+    import pandas as pd
+
+    wide = runs.pivot_table(index=["cell", "seed"], columns="variant", values="test_accuracy")
+    rows = []
+    for o in others:
+        if o in wide and base in wide:
+            d = (wide[o] - wide[base]).dropna()
+            rows += [{"cell": c, "seed": s, "other": o, "difference": 100 * x} for (c, s), x in d.items()]
+    return pd.DataFrame(rows, columns=["cell", "seed", "other", "difference"])
+
+
+def differences(runs, base="long conv", others=("+ Squash", "+ Smooth"), z=2.0):
+    """Per (cell, other): the mean paired difference `other` − `base` in accuracy points over seeds, its standard
+    error (over seeds when ≥ 2; with one seed, the test-set error of a difference of two accuracies,
+    √2·√(p(1−p)/n)), a 95 % interval (Student t over seeds; normal with one seed), and `verdict`: "paper" when the
+    difference exceeds `z` standard errors in the paper's direction, "opposite" beyond them the other way, else
+    "none"."""
+    import pandas as pd
+    from scipy import stats
+
+    per_seed = paired_differences(runs, base, others)
+    n_test = runs.groupby("cell")["n_test"].first()
+    base_acc = runs[runs.variant == base].groupby("cell")["test_accuracy"].mean()
+    rows = []
+    for (c, o), g in per_seed.groupby(["cell", "other"], sort=False):
+        d = g["difference"].to_numpy()
+        if len(d) > 1:
+            se = d.std(ddof=1) / math.sqrt(len(d))
+            half = stats.t.ppf(0.975, len(d) - 1) * se
+        else:
+            se = 100 * math.sqrt(2) * _se_binomial(base_acc[c], int(n_test[c]))
+            half = 1.96 * se
+        mean = d.mean()
+        verdict = "paper" if mean > z * se else "opposite" if mean < -z * se else "none"
+        rows.append({"cell": c, "other": o, "seeds": len(d), "difference": mean, "se": se, "ci_low": mean - half,
+                     "ci_high": mean + half, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["cell", "other", "seeds", "difference", "se", "ci_low", "ci_high", "verdict"])
+
+
+def regime_verdict(diffs) -> str:
+    """Sentences from `differences`: which cells show the paper's gap (regulariser beats plain by > 2 SE), which the
+    opposite, and how many show neither; names the seeds behind each."""
+    if diffs.empty:
+        return "No regime cell has been recorded yet."
+    lines = []
+    for o, g in diffs.groupby("other", sort=False):
+        paper = g[g.verdict == "paper"]
+        opposite = g[g.verdict == "opposite"]
+        fmt = lambda r: f"{r.cell} ({r.difference:+.1f} ± {r.se:.1f} points, {r.seeds} seed{'s' * (r.seeds > 1)})"  # noqa: E731
+        head = f"{o} − long conv over {len(g)} cells: "
+        parts = []
+        if len(paper):
+            parts.append("the paper's direction beyond two standard errors in " + "; ".join(map(fmt, paper.itertuples())))
+        if len(opposite):
+            parts.append("the opposite beyond two standard errors in " + "; ".join(map(fmt, opposite.itertuples())))
+        rest = len(g) - len(paper) - len(opposite)
+        if rest:
+            parts.append(f"no difference beyond two standard errors in {rest} cell{'s' * (rest > 1)}")
+        lines.append(head + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def plot_differences(runs, base="long conv", others=("+ Squash", "+ Smooth"), ax=None):
+    """Seaborn point plot of the per-seed paired differences `other` − `base` per cell: the mean with ± 2 standard
+    errors over seeds (cells with one seed show a point without a bar); zero marked. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    d = paired_differences(runs, base, others)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.45 * max(4, d["cell"].nunique()) + 1))
+    if d.empty:
+        ax.text(0.5, 0.5, "no cell with both variants recorded yet", ha="center", transform=ax.transAxes)
+    else:
+        dodge = 0.4 if d["other"].nunique() > 1 else False  # seaborn divides by (hue levels − 1)
+        sns.pointplot(data=d, x="difference", y="cell", hue="other", errorbar=("se", 2), dodge=dodge,
+                      linestyle="none", ax=ax, order=sorted(d["cell"].unique()))
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(f"test accuracy − {base} (points; bars ± 2 SE over seeds)")
+    ax.set_ylabel("")
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def main(argv=None):
