@@ -15,7 +15,7 @@ from lconv.experiments import (LONG_CONVS, SQUASH_SMOOTH, Variant, accuracy_verd
 from lconv.train import train
 
 TRAIN = dict(d_model=8, n_layers=1, steps=6, lr=1e-2, batch_size=16, warmup=1)
-COLUMNS = {"task", "variant", "mixer", "val_accuracy", "test_accuracy", "n_test", "final_train_loss", "sparsity",
+COLUMNS = {"task", "variant", "mixer", "val_accuracy", "test_accuracy", "train_accuracy", "n_test", "final_train_loss", "sparsity",
            "total_variation", "high_freq_energy", "spectral_tv", "sparsity_init", "total_variation_init",
            "high_freq_energy_init", "spectral_tv_init", "trainable_fraction", "trainable_fraction_init", "params", "steps", "steps_done", "complete", "train_time_s", "wall_s", "resumed"}
 
@@ -42,6 +42,11 @@ def test_compare_returns_metrics_and_kernels(digits, tmp_path):
     assert math.isnan(r.loc["long conv", "trainable_fraction"]) and math.isnan(r.loc["S4D", "trainable_fraction"])
     assert abs(r.loc["+ Squash", "trainable_fraction_init"] - math.erfc(1 / math.sqrt(2))) < 0.06
     assert not t.resumed.any()
+    for name, model in run.models.items():  # the training accuracy: every training example, in eval mode
+        x = torch.stack([digits.train[i][0] for i in range(len(digits.train))])
+        y = torch.tensor([int(digits.train[i][1]) for i in range(len(digits.train))])
+        with torch.no_grad():
+            assert r.loc[name, "train_accuracy"] == pytest.approx((model(x).argmax(-1) == y).float().mean().item())
     for name in t.variant:
         assert run.kernels[name]["init"].shape == run.kernels[name]["trained"].shape == (1, 1, 8, 64)
         assert not torch.equal(run.kernels[name]["init"], run.kernels[name]["trained"])  # training moved them
