@@ -69,7 +69,7 @@ def _runs(diffs_by_seed, base_acc=0.7, n_test=2000, cell="c"):
     for seed, d in enumerate(diffs_by_seed):
         for variant, acc in (("long conv", base_acc), ("+ Squash", base_acc + d / 100)):
             rows.append(dict(cell=cell, seed=seed, variant=variant, test_accuracy=acc, train_accuracy=1.0,
-                             n_test=n_test, sparsity=0.0, total_variation=1.0, spectral_tv=0.4))
+                             n_test=n_test, sparsity=0.0, trainable_fraction=float("nan"), total_variation=1.0, spectral_tv=0.4))
     out = pd.DataFrame(rows)
     out["gap"] = out.train_accuracy - out.test_accuracy
     return out
