@@ -148,8 +148,8 @@ REASONS = {
     "n_layers": "CPU budget: 2 layers instead of 6 (untested)",
     "dropout": "quick: none, to learn in 250 steps; the regime study uses the official 0.1",
     "tie_dropout": "elementwise masks; the same in every variant, so not expected to move the comparison (untested)",
-    "kernel_dropout": "removed on purpose: the official runs apply it with Squash, so the variants here differ by "
-                      "Squash / Smooth alone",
+    "kernel_dropout": "removed so that the variants differ by Squash / Smooth alone; the official runs apply it "
+                      "with Squash, tested: the regime study's kdrop cell adds it back",
     "lam": "0.002 (the official ListOps value): at init randn·0.002, 0.003 leaves 13 % of the taps trainable, 0.002 "
            "leaves 32 %; §4 sweeps λ",
     "kernel_lr": "quick 2e-2 learns in 250 steps; tested: the regime study runs the paper's 1e-3 and 2e-2 side by side",
