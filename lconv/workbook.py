@@ -3,13 +3,17 @@
     python -m lconv.workbook run --profile quick          # what `make reproduce` calls
 
 Each notebook runs in its own folder with the parameters `profile`, `device`, `seed`, `results_dir` and
-`figures_dir` injected. A failing notebook is reported (name, cell, error) and the others still run; the exit status is
-non-zero if any failed. The summary (each notebook's status and time, then every headline row from the notebooks'
+`figures_dir` injected into its cell tagged `parameters`. A notebook without such a cell, or whose cell does not define
+all five, is not run but reported FAILED with what to add (papermill would otherwise run it at its own settings and
+only log a warning). A failing notebook is reported (name, cell, error; the cell is its 0-based index in the source
+notebook, `nb.cells[i]`, not counting the cell papermill injects) and the others still run; the exit status is
+non-zero if any failed. Kernels talk to the runner over local IPC sockets, not TCP. The summary (each notebook's status and time, then every headline row from the notebooks'
 results files, see lconv.results) is printed and written to `<out>/summary.md`.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import sys
 import time
@@ -18,6 +22,7 @@ from pathlib import Path
 from lconv.results import load_results, markdown_table, write_json_atomic
 
 PROFILES = ("smoke", "quick", "full")
+PARAMETERS = ("profile", "device", "seed", "results_dir", "figures_dir")  # what run_notebook injects
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -36,17 +41,60 @@ def kernel_name() -> str:
     return "lconv" if "lconv" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def _failure(err: Exception) -> str:
-    """'cell 7: ValueError: ...' from a papermill error, or the exception text."""
-    cell = getattr(err, "exec_count", None)
+def check_parameters_cell(nb) -> tuple[int | None, str]:
+    """(index of the cell tagged `parameters`, "") or (None / its index, what is wrong and how to fix it)."""
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    names = ", ".join(PARAMETERS)
+    if not tagged:
+        return None, (f"no cell is tagged `parameters`, so the runner's {names} would be ignored: tag the cell that "
+                      f"sets them with `parameters` (JupyterLab: Property Inspector → Cell Tags; or add "
+                      f'"tags": ["parameters"] to that cell\'s metadata)')
+    i = tagged[0]
+    try:
+        tree = ast.parse(nb.cells[i].source)
+    except SyntaxError as err:
+        return i, f"the `parameters` cell (cell {i}) is not valid Python: {err.msg}; fix its line {err.lineno}"
+    defined = {t.id for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    missing = [p for p in PARAMETERS if p not in defined]
+    if missing:
+        return i, (f"the `parameters` cell (cell {i}) does not define {', '.join(missing)}: add a default for each "
+                   f"(e.g. {missing[0]} = ...) so the runner's value replaces it")
+    return i, ""
+
+
+def _source_index(executed_index: int | None, parameters_index: int | None) -> int | None:
+    """Index in the source notebook of a cell of papermill's output, which has one injected cell after the
+    `parameters` cell."""
+    if executed_index is None or parameters_index is None or executed_index <= parameters_index:
+        return executed_index
+    return executed_index - 1
+
+
+def _failure(err: Exception, parameters_index: int | None = None) -> str:
+    """'cell 7: ValueError: ...' from a papermill error (7: the cell's index in the source notebook), or the text."""
+    cell = _source_index(getattr(err, "cell_index", None), parameters_index)
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     where = f"cell {cell}: " if cell is not None else ""
     return f"{where}{ename}: {evalue}".strip()
 
 
+def _ipc_kernel_manager():
+    """A kernel manager whose kernels listen on local IPC sockets instead of TCP (no plain-text TCP warning)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(*args, **kwargs)
+
+    return IPCKernelManager
+
+
 def run_notebook(path: Path, out: Path, profile: str, device: str = "auto", seed: int = 0,
                  log_output: bool = False, timeout: int | None = None) -> NotebookRun:
     """Execute one notebook into `out/notebooks/`; never raises for errors inside the notebook."""
+    import nbformat
     import papermill as pm
 
     path = Path(path).resolve()
@@ -56,12 +104,18 @@ def run_notebook(path: Path, out: Path, profile: str, device: str = "auto", seed
                   figures_dir=str(out / "figures"))
     start = time.perf_counter()
     try:
+        parameters_index, problem = check_parameters_cell(nbformat.read(str(path), as_version=4))
+    except Exception as err:  # not a readable notebook
+        return NotebookRun(path.stem, "FAILED", time.perf_counter() - start, f"{type(err).__name__}: {err}")
+    if problem:
+        return NotebookRun(path.stem, "FAILED", time.perf_counter() - start, problem)
+    try:
         pm.execute_notebook(str(path), str(out / "notebooks" / path.name), parameters=params,
                             kernel_name=kernel_name(), language="python", cwd=str(path.parent), log_output=log_output,
-                            progress_bar=False, execution_timeout=timeout)
+                            progress_bar=False, execution_timeout=timeout, kernel_manager_class=_ipc_kernel_manager())
         return NotebookRun(path.stem, "ok", time.perf_counter() - start)
     except Exception as err:  # papermill raises PapermillExecutionError for a failing cell
-        return NotebookRun(path.stem, "FAILED", time.perf_counter() - start, _failure(err))
+        return NotebookRun(path.stem, "FAILED", time.perf_counter() - start, _failure(err, parameters_index))
 
 
 def summary(runs: list[NotebookRun], out: Path, profile: str) -> str:
