@@ -8,7 +8,9 @@ What it does, in order: seeds every RNG; builds the loaders (a lconv.data Task t
 function of (seed, epoch) only — the same on 1 or N processes, and replayable on resume; AdamW + cosine schedule
 from lconv.layers.make_optimizer; bf16 autocast on CUDA only; gradient clipping; periodic evaluation (accuracy for
 classification, loss and perplexity for LM) all-reduced across processes; an atomic checkpoint (model, optimiser,
-scheduler, step, data position, RNG states, history) that `train` resumes from when `ckpt_path` exists. A
+scheduler, step, data position, RNG states, history; tensors and plain values only, loaded back with
+torch.load(weights_only=True) so that a checkpoint file cannot run code) that `train` resumes from when `ckpt_path`
+exists. A
 non-finite loss or gradient stops training with FloatingPointError: it never trains on with NaN.
 
 Multi-process: launch the same script with `torchrun --nproc_per_node N script.py`; when WORLD_SIZE > 1, `train`
@@ -239,7 +241,13 @@ def _seed_everything(seed):
 
 
 def _rng_state():
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors, ints, floats and lists only, so that torch.load(weights_only=True) reads it."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -247,10 +255,37 @@ def _rng_state():
 
 def _set_rng_state(state):
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+CHECKPOINT_FORMAT = 2  # 2: loadable with weights_only=True (RNG states as tensors and plain values)
+
+
+def load_checkpoint(path):
+    """A checkpoint written by `train`, loaded with torch.load(weights_only=True): tensors and plain Python values
+    only, so a file from elsewhere cannot run code. Anything else (a crafted pickle, a checkpoint of the earlier
+    format, which held numpy RNG state) raises ValueError saying to delete it and start the run again."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # RNG states must stay on CPU
+    except Exception as err:  # UnpicklingError for anything that is not plain data, or a broken file
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "Unsupported" in ln or "error:" in ln.lower()),
+                      lines[0] if lines else type(err).__name__).split(" was not an allowed")[0][:200]
+        raise ValueError(f"train: {path} is not a checkpoint that can be loaded safely (weights_only=True refused "
+                         f"it: {reason}). It is either from an older lconv (before checkpoint format "
+                         f"{CHECKPOINT_FORMAT}), damaged, or not a checkpoint at all; nothing in it was run. Delete "
+                         f"it and start the run again") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"train: {path} has checkpoint format {found}, not {CHECKPOINT_FORMAT}; it cannot be resumed "
+                         "by this version of lconv.train. Delete it and start the run again")
+    return ckpt
 
 
 def history_path(ckpt_path):
@@ -344,7 +379,7 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
         step, epoch, batch_in_epoch, pending_rng = 0, 0, 0, None
         history = _new_history(kind, steps, world, device)
         if ckpt_path is not None and Path(ckpt_path).exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on CPU
+            ckpt = load_checkpoint(ckpt_path)
             if ckpt["kind"] != kind or ckpt["steps"] != steps:
                 raise ValueError(f"train: {ckpt_path} holds a {ckpt['kind']!r} run of steps={ckpt['steps']}, but "
                                  f"this call asks for {kind!r} with steps={steps}; pass the same settings or "
@@ -371,7 +406,7 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
                     "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch,
                     "batch_in_epoch": batch_in_epoch, "rng": rngs, "history": history, "kind": kind,
-                    "steps": steps, "world_size": world})
+                    "steps": steps, "world_size": world, "format": CHECKPOINT_FORMAT})
             if world > 1:
                 dist.barrier()
 

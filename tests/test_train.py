@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lconv.models import CausalLM, SequenceClassifier
-from lconv.train import evaluate, history_path, train
+from lconv.train import CHECKPOINT_FORMAT, evaluate, history_path, load_checkpoint, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,6 +79,51 @@ def test_resume_equals_straight_run(tmp_path):
     assert train(model_b, loaders_b, ckpt_path=ckpt, **kw)["train_loss"] == straight["train_loss"]
     with pytest.raises(ValueError, match="delete the checkpoint"):
         train(model_b, loaders_b, ckpt_path=ckpt, **{**kw, "steps": 20})
+
+
+class _RunsCode:
+    """Unpickling this calls open(marker, "w"): what a crafted checkpoint could do with any callable."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_loads_with_weights_only_and_a_crafted_one_is_refused(tmp_path):
+    """The checkpoint holds tensors and plain values only (RNG states included); a pickle that would run code, and a
+    checkpoint of the earlier format (numpy RNG state, loaded with weights_only=False), are refused before anything
+    in them runs, with a message that says to delete the file and start again."""
+    kw = dict(kind="classify", steps=4, lr=1e-2, device="cpu", seed=1, log=False)
+    model, loaders = _tiny_setup()
+    ckpt = tmp_path / "run.pt"
+    train(model, loaders, ckpt_path=ckpt, until=2, **kw)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain data: no error
+    assert state["format"] == CHECKPOINT_FORMAT and state["step"] == 2
+    assert isinstance(state["rng"][0]["numpy"]["keys"], torch.Tensor)
+    assert load_checkpoint(ckpt)["step"] == 2
+
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"model": _RunsCode(marker), "step": 0}, crafted)
+    refused = "not a checkpoint that can be loaded safely.*Unsupported global: GLOBAL io.open\\).*Delete it and start"
+    with pytest.raises(ValueError, match=refused):
+        train(model, loaders, ckpt_path=crafted, **kw)
+    assert not marker.exists(), "loading the checkpoint ran code"
+
+    old = tmp_path / "old.pt"  # what the previous format saved: numpy's RNG state as a numpy array
+    import numpy as np
+    legacy = {**state, "rng": [{"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                "python": __import__("random").getstate()}]}
+    legacy.pop("format")
+    torch.save(legacy, old)
+    with pytest.raises(ValueError, match="older lconv.*Delete it and start the run again"):
+        train(model, loaders, ckpt_path=old, **kw)
+    no_format = tmp_path / "no-format.pt"
+    torch.save({k: v for k, v in state.items() if k != "format"}, no_format)
+    with pytest.raises(ValueError, match="format none.*Delete it and start the run again"):
+        load_checkpoint(no_format)
 
 
 def test_lm_training_and_perplexity():
