@@ -280,12 +280,29 @@ def load_checkpoint(path):
         raise ValueError(f"train: {path} is not a checkpoint that can be loaded safely (weights_only=True refused "
                          f"it: {reason}). It is either from an older lconv (before checkpoint format "
                          f"{CHECKPOINT_FORMAT}), damaged, or not a checkpoint at all; nothing in it was run. Delete "
-                         f"it and start the run again") from None
+                         f"it and start the run again (or, only for a file you wrote yourself with an older lconv: "
+                         f"python -m lconv.train upgrade {path})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"train: {path} has checkpoint format {found}, not {CHECKPOINT_FORMAT}; it cannot be resumed "
                          "by this version of lconv.train. Delete it and start the run again")
     return ckpt
+
+
+def upgrade_checkpoint(path) -> None:
+    """Rewrite a checkpoint of the earlier format (numpy RNG state; loaded with weights_only=False, i.e. its pickle
+    runs) in the current one. Only for files you wrote yourself: `train` never loads a checkpoint this way."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    for state in ckpt["rng"]:
+        if state is not None and not isinstance(state["numpy"], dict):
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            state["numpy"] = {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+                              "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+            version, internal, gauss_next = state["python"]
+            state["python"] = {"version": int(version), "internal": list(internal), "gauss_next": gauss_next}
+    ckpt["format"] = CHECKPOINT_FORMAT
+    _save_checkpoint(path, ckpt)
+    load_checkpoint(path)  # and it now loads safely
 
 
 def history_path(ckpt_path):
@@ -498,3 +515,12 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
     finally:
         if created_group:
             dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # python -m lconv.train upgrade PATH …: rewrite your own earlier-format checkpoints
+    if len(sys.argv) < 3 or sys.argv[1] != "upgrade":
+        sys.exit("usage: python -m lconv.train upgrade CHECKPOINT.pt … (only checkpoints you wrote yourself: "
+                 "loading the earlier format runs its pickle)")
+    for p in sys.argv[2:]:
+        upgrade_checkpoint(p)
+        print(f"upgraded {p} to checkpoint format {CHECKPOINT_FORMAT}")

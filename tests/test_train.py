@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lconv.models import CausalLM, SequenceClassifier
-from lconv.train import CHECKPOINT_FORMAT, evaluate, history_path, load_checkpoint, train
+from lconv.train import CHECKPOINT_FORMAT, evaluate, history_path, load_checkpoint, train, upgrade_checkpoint
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,6 +120,8 @@ def test_checkpoint_loads_with_weights_only_and_a_crafted_one_is_refused(tmp_pat
     torch.save(legacy, old)
     with pytest.raises(ValueError, match="older lconv.*Delete it and start the run again"):
         train(model, loaders, ckpt_path=old, **kw)
+    upgrade_checkpoint(old)  # the owner of an earlier-format file can convert it explicitly
+    assert load_checkpoint(old)["step"] == 2
     no_format = tmp_path / "no-format.pt"
     torch.save({k: v for k, v in state.items() if k != "format"}, no_format)
     with pytest.raises(ValueError, match="format none.*Delete it and start the run again"):
