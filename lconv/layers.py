@@ -104,15 +104,31 @@ class LongConvKernel(nn.Module):
                 f"smooth_window={self.smooth_window}, kernel_dropout={self.p_dropout}")
 
 
+def zoh_b_bar(dt, A):
+    """ZOH input matrix B̄ = (exp(ΔA) − 1)/A (B = 1), written as Δ·φ1(ΔA) with φ1(z) = expm1(z)/z and φ1(0) = 1.
+
+    The direct form loses the mode when ΔA is tiny (exp(ΔA) − 1 rounds to 0 in fp32 once |ΔA| < 6e-8: B̄ = 0 instead
+    of ≈ Δ) and is 0/0 = NaN when A underflows to 0 (log_A_real ≤ −104 in fp32 with A_imag = 0). expm1 keeps every
+    digit, and a Taylor series (error < |z|⁵/720) takes over below |z| = 1e-3, where the limit Δ is exact.
+    dt (H,) real, A (H, N) complex → B̄ (H, N) complex.
+    """
+    z = A * dt[:, None]  # (H, N) ΔA
+    small = z.abs() < 1e-3
+    z_safe = torch.where(small, torch.ones_like(z), z)  # no 0/0, not even in the unused branch (its gradient)
+    series = 1 + z * (1 / 2 + z * (1 / 6 + z * (1 / 24 + z / 120)))  # φ1(z) near 0
+    return dt[:, None] * torch.where(small, series, torch.expm1(z_safe) / z_safe)  # (H, N)
+
+
 def s4d_kernel(log_dt, log_A_real, A_imag, C, L):
     """S4D convolution kernel K[c, h, l] = 2·Re(Σ_n C[c,h,n]·B̄[h,n]·Ā[h,n]^l), ZOH with B = 1.
 
     log_dt (H,), log_A_real (H, N), A_imag (H, N), C (channels, H, N, 2) as real/imag pairs → K (channels, H, L).
+    B̄ = Δ·expm1(ΔA)/(ΔA) (`zoh_b_bar`): exact as Re A → 0, where (exp(ΔA) − 1)/A loses the mode or gives NaN.
     """
     dt = torch.exp(log_dt)  # (H,)
     A = torch.complex(-torch.exp(log_A_real), A_imag)  # (H, N)
     dtA = A * dt[:, None]  # (H, N)
-    B_bar = (torch.exp(dtA) - 1.0) / A  # (H, N)  ZOH: B̄ = (exp(ΔA) − 1)/A · B
+    B_bar = zoh_b_bar(dt, A)  # (H, N)  ZOH: B̄ = (exp(ΔA) − 1)/A · B
     l = torch.arange(L, device=log_dt.device, dtype=log_dt.dtype)  # (L,)
     vandermonde = torch.exp(dtA[..., None] * l)  # (H, N, L)  Ā^l
     Cc = torch.view_as_complex(C) * B_bar  # (channels, H, N)
@@ -161,7 +177,7 @@ class S4DKernel(nn.Module):
         dt = torch.exp(self.log_dt)  # (H,)
         A = torch.complex(-torch.exp(self.log_A_real), self.A_imag)  # (H, N)
         A_bar = torch.exp(A * dt[:, None])  # (H, N)
-        B_bar = (A_bar - 1.0) / A  # (H, N)
+        B_bar = zoh_b_bar(dt, A)  # (H, N) = (Ā − 1)/A, exact as A → 0
         C = torch.view_as_complex(self.C)  # (channels, H, N)
         x = torch.zeros(u.shape[0], *A.shape, dtype=A.dtype, device=u.device)  # (B, H, N)
         ys = []

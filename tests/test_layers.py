@@ -92,6 +92,54 @@ def test_s4d_kernel_gradcheck():
     kern = S4DKernel(2, 10, channels=2, d_state=4).double()
     params = tuple(p.detach().clone().requires_grad_() for p in (kern.log_dt, kern.log_A_real, kern.A_imag, kern.C))
     assert torch.autograd.gradcheck(lambda *p: s4d_kernel(*p, 10), params)
+    with torch.no_grad():  # modes on both sides of the series/expm1 switch at |ΔA| = 1e-3 (dt = 0.01)
+        params[1].copy_(torch.tensor([[-20.0, math.log(0.05)], [math.log(0.2), -3.0]]))
+        params[2].zero_()
+    assert torch.autograd.gradcheck(lambda *p: s4d_kernel(*p, 10), params)
+
+
+def _one_mode(log_A_real, A_imag=0.0, dt=0.001315, dtype=torch.float32):
+    """s4d_kernel of one channel, one mode, C = 1: K[l] = 2·Re(B̄·Ā^l)."""
+    as_t = lambda x: torch.tensor(x, dtype=dtype)  # noqa: E731
+    return s4d_kernel(as_t([math.log(dt)]), as_t([[log_A_real]]), as_t([[A_imag]]), as_t([[[[1.0, 0.0]]]]), 4)[0, 0]
+
+
+@pytest.mark.parametrize("log_A_real", [-20.0, -104.0, -200.0])
+def test_s4d_mode_with_re_A_near_zero_keeps_its_limit_in_fp32(log_A_real):
+    """Issue 14: (exp(ΔA) − 1)/A gave 0.0 per tap at log_A_real = −20 in fp32 (the mode vanished) and NaN at ≤ −104
+    (A underflows to 0). The limit ΔA → 0 is B̄ = Δ, so K = 2Δ = 0.00263 per tap at Δ = 0.001315."""
+    k32, k64 = _one_mode(log_A_real), _one_mode(log_A_real, dtype=torch.float64)
+    assert torch.isfinite(k32).all()
+    torch.testing.assert_close(k64, torch.full((4,), 2 * 0.001315, dtype=torch.float64), rtol=1e-9, atol=0)
+    torch.testing.assert_close(k32.double(), k64, rtol=1e-6, atol=0)
+    osc32, osc64 = _one_mode(log_A_real, math.pi), _one_mode(log_A_real, math.pi, dtype=torch.float64)  # Im A ≠ 0
+    torch.testing.assert_close(osc32.double(), osc64, rtol=1e-5, atol=1e-9)
+
+
+def test_s4d_kernel_fp32_matches_fp64_over_the_whole_range_of_A():
+    """Every mode from Re A = −e^3 to −e^-120, Im A from 0 to 100, dt from 1e-4 to 1: fp32 within a few ulps of fp64
+    (relative to each channel's largest tap), the small-|ΔA| series and expm1 branches alike."""
+    g = torch.Generator().manual_seed(0)
+    H, N, L = 64, 8, 50
+    log_dt = torch.empty(H, dtype=torch.float64).uniform_(math.log(1e-4), 0.0, generator=g)
+    log_A_real = torch.empty(H, N, dtype=torch.float64).uniform_(-120.0, 3.0, generator=g)
+    A_imag = torch.empty(H, N, dtype=torch.float64).uniform_(0.0, 100.0, generator=g)
+    A_imag[:, :2] = 0.0  # real modes, the ones that vanished
+    C = torch.randn(2, H, N, 2, dtype=torch.float64, generator=g)
+    k64 = s4d_kernel(log_dt, log_A_real, A_imag, C, L)
+    k32 = s4d_kernel(log_dt.float(), log_A_real.float(), A_imag.float(), C.float(), L).double()
+    assert torch.isfinite(k32).all()
+    err = ((k32 - k64).abs().amax(-1) / k64.abs().amax(-1)).max().item()
+    assert err < 1e-4, err
+
+
+def test_s4d_recurrence_equals_convolution_with_re_A_near_zero():
+    kern = S4DKernel(2, 16, d_state=4).double()
+    with torch.no_grad():
+        kern.log_A_real.copy_(torch.tensor([[-20.0, -150.0], [math.log(0.5), -104.0]], dtype=torch.float64))
+        kern.A_imag[:, 0] = 0.0
+    u = torch.randn(3, 2, 16, dtype=torch.float64)
+    torch.testing.assert_close(kern.recurrence(u)[:, 0], direct_conv(u, kern()[0]), atol=1e-12, rtol=1e-10)
 
 
 @pytest.mark.parametrize("kernel, kw", [("long", {"lam": 0.0}), ("long", {}), ("s4d", {"d_state": 8})])
