@@ -56,6 +56,9 @@ def _check_inputs(u, k, causal, D=None, check_finite=True):
         hint = ""
         if k.ndim == 3 and k.shape[0] == H:
             hint = "; k looks like (H, C, L): pass k.transpose(0, 1)"
+        elif L == k.shape[-2]:
+            hint = (f"; u is probably transposed: its last dim ({L}) is k's channel count, so u looks like "
+                    f"(B, L, H) as models hold it; pass u.transpose(1, 2) (B, H, L)")
         raise ValueError(f"k has {k.shape[-2]} channels (shape {tuple(k.shape)}) but u has H={H} "
                          f"(shape {tuple(u.shape)}); pass k as (H, L) or (C, H, L) with the same H{hint}")
     if k.device != u.device:

@@ -115,6 +115,10 @@ def test_errors_name_the_fix():
     _raises(r"pass k as \(H, L\)", u, torch.randn(1, 8))  # one filter for 4 channels
     _raises(r"pass k as \(H, L\) or \(C, H, L\) with the same H", u, torch.randn(3, 8))
     _raises(r"transpose\(0, 1\)", u, torch.randn(4, 2, 8))  # (H, C, L) mix-up
+    # issue 14: u as models hold it, (B, L, H), with k (H, L) or (C, H, L)
+    _raises(r"u is probably transposed.*\(B, L, H\).*u.transpose\(1, 2\)", u.transpose(1, 2), torch.randn(4, 8))
+    _raises(r"u is probably transposed.*u.transpose\(1, 2\)", u.transpose(1, 2), torch.randn(3, 4, 8))
+    _raises(r"u is probably transposed", torch.randn(2, 300, 16), torch.randn(16, 300))  # L > H as well as L < H
     _raises(r"crop the kernel", u, torch.randn(4, 9))
     _raises(r"odd length .*bidirectional_kernel\(k_fwd, k_bwd\)", u, torch.randn(4, 8), causal=False)
     _raises(r"crop it to the centre", u, torch.randn(4, 17), causal=False)
