@@ -15,7 +15,8 @@ What is here, in notebook order:
 - param_breakdown / param_table: parameter counts of the very models that are trained, split by part.
 - train_lm: lconv.train.train with a checkpoint per run (a re-run loads finished runs and resumes the others),
   then test perplexity; tokens/s is training tokens over training time (evaluation excluded).
-- generate / encode_bytes / decode_bytes: sampling with temperature and top-k, deterministic for a seed.
+- generate / encode_bytes / decode_bytes: sampling with temperature and top-k, deterministic for a seed; with
+  cache=True a prefill and then one cached step per token (CausalLM.prefill / step; notebook 06).
 - answer_accuracy: next-token accuracy where the target is not ignored (-100): the answer of a recall task.
 - ppl_ordering / pile_statement / monarch_statement / recall_verdict: words built from the measured numbers,
   never pasted expectations.
@@ -314,11 +315,14 @@ def decode_bytes(tokens):
 
 
 @torch.no_grad()
-def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0):
+def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0, cache=False):
     """Append `n` sampled tokens to `prompt_tokens` ((L,) or (B, L) ids) → (L + n,) or (B, L + n).
 
     Each step feeds the last `model.l_max` tokens, divides the last logits by `temperature` (0 = greedy argmax),
     keeps the `top_k` largest (None = all) and samples with a generator seeded by `seed`: equal seeds, equal output.
+    cache=True: one `model.prefill` of the prompt, then one `model.step` per token (KV cache for attention, the
+    state for recurrent layers, see CausalLM.prefill); it keeps the whole history, so L + n − 1 ≤ l_max, and gives
+    the tokens the uncached loop gives whenever the two forms compute the same logits.
     """
     if not isinstance(prompt_tokens, torch.Tensor) or prompt_tokens.is_floating_point() or \
             prompt_tokens.ndim not in (1, 2) or prompt_tokens.shape[-1] < 1:
@@ -331,6 +335,10 @@ def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0):
     V = model.vocab_size
     if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= V):
         raise ValueError(f"generate: top_k must be None or an int in 1..{V}, got {top_k!r}")
+    if cache and prompt_tokens.shape[-1] + n - 1 > model.l_max:
+        raise ValueError(f"generate(cache=True): prompt ({prompt_tokens.shape[-1]}) + n ({n}) − 1 tokens exceed "
+                         f"l_max={model.l_max}; the cache keeps the whole history (use cache=False for a sliding "
+                         "window, or a model with a larger l_max)")
     dev = next(model.parameters()).device
     squeeze = prompt_tokens.ndim == 1
     x = prompt_tokens.long().to(dev)
@@ -339,20 +347,32 @@ def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0):
     was_training = model.training
     model.eval()
     try:
+        state = None
         for _ in range(n):
-            logits = model(x[:, -model.l_max:])[:, -1].float()  # (B, V)
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)  # (B, 1)
+            if not cache:
+                logits = model(x[:, -model.l_max:])[:, -1]  # (B, V)
+            elif state is None:
+                logits, state = model.prefill(x)
+                logits = logits[:, -1]  # (B, V)
             else:
-                logits = logits / temperature
-                if top_k is not None and top_k < V:
-                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)  # (B, 1)
-            x = torch.cat([x, nxt], dim=1)  # (B, L + 1)
+                logits, state = model.step(x[:, -1], state)  # (B, V)
+            x = torch.cat([x, next_token(logits, temperature, top_k, gen)], dim=1)  # (B, L + 1)
     finally:
         model.train(was_training)
     return x[0] if squeeze else x
+
+
+def next_token(logits, temperature, top_k, gen):
+    """Sample the next ids (B, 1) from logits (B, V): greedy at temperature 0, else softmax(logits / T) over the
+    top_k largest (None = all), drawn with the torch.Generator `gen`."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)  # (B, 1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)  # (B, 1)
 
 
 def _gpt2_encoding(who):

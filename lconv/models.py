@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lconv.mixers import MIXERS, make_mixer
+from lconv.mixers import MIXERS, CausalSelfAttention, make_mixer
 from lconv.monarch import MonarchMLP
 
 
@@ -196,3 +196,88 @@ class CausalLM(nn.Module):
         for block in self.blocks:
             h = block(h)  # (B, L, D)
         return self.head(self.norm(h))  # (B, L, V)
+
+    # ---------------------------------------------------------------- cached (stateful) generation
+
+    def prefill(self, tokens):
+        """tokens (B, T) → (logits (B, T, V), state): the forward pass that also keeps every layer's cache.
+
+        Each mixer needs a stateful form: causal attention keeps its keys and values (room for l_max positions);
+        a mixer with `prefill`/`step` methods (lconv.distill.RecurrentH3) keeps its SSM state. A long convolution
+        has none: distil it first (lconv.distill.distill_lm), otherwise this raises ValueError. Eval mode only.
+        """
+        _check_tokens(tokens, self.vocab_size, self.l_max, "CausalLM.prefill")
+        B, T = tokens.shape
+        h = self.embedding(tokens)  # (B, T, D)
+        if self.pos_emb is not None:
+            h = h + self.pos_emb[:T]
+        h = self.drop(h)
+        caches = []
+        for i, block in enumerate(self.blocks):
+            y, cache = _mixer_prefill(block.mixer, block.norm1(h), self.l_max, i)  # (B, T, D)
+            h = h + block.dropout(y)
+            if block.mlp is not None:
+                h = h + block.dropout(block.mlp(block.norm2(h)))
+            caches.append(cache)
+        return self.head(self.norm(h)), {"pos": T, "layers": caches}  # (B, T, V)
+
+    def step(self, token, state):
+        """token (B,) ids at position state["pos"] → (logits (B, V), next state); one token through every cache."""
+        pos = state["pos"]
+        if pos >= self.l_max:
+            raise ValueError(f"CausalLM.step: position {pos} is past l_max={self.l_max}; cached generation keeps the "
+                             "whole history, so prompt + new tokens must fit in l_max")
+        _check_tokens(token[:, None], self.vocab_size, self.l_max, "CausalLM.step")
+        h = self.embedding(token)  # (B, D)
+        if self.pos_emb is not None:
+            h = h + self.pos_emb[pos]
+        h = self.drop(h)
+        caches = []
+        for i, block in enumerate(self.blocks):
+            y, cache = _mixer_step(block.mixer, block.norm1(h), state["layers"][i], pos)  # (B, D)
+            h = h + block.dropout(y)
+            if block.mlp is not None:
+                h = h + block.dropout(block.mlp(block.norm2(h)))
+            caches.append(cache)
+        return self.head(self.norm(h)), {"pos": pos + 1, "layers": caches}  # (B, V)
+
+
+def _mixer_prefill(mixer, x, capacity, index):
+    """(y (B, T, D), cache) of one mixer over x (B, T, D): a KV cache for attention, the mixer's own otherwise."""
+    if isinstance(mixer, CausalSelfAttention):
+        return _attention_prefill(mixer, x, capacity)
+    if hasattr(mixer, "prefill") and hasattr(mixer, "step"):
+        return mixer.prefill(x)
+    raise ValueError(f"CausalLM.prefill: block {index}'s mixer ({type(mixer).__name__}) has no stateful form; "
+                     "distil its convolutions into recurrences first (lconv.distill.distill_lm), or generate "
+                     "without a cache")
+
+
+def _mixer_step(mixer, x_t, cache, pos):
+    """(y_t (B, D), cache) of one mixer for one token x_t (B, D) at position pos."""
+    if isinstance(mixer, CausalSelfAttention):
+        return _attention_step(mixer, x_t, cache, pos)
+    return mixer.step(x_t, cache)
+
+
+def _attention_prefill(attn, x, capacity):
+    """Causal attention over x (B, T, D), keeping K and V in buffers of `capacity` positions: (y, (K, V))."""
+    B, T, D = x.shape
+    nh = attn.n_heads
+    q, k, v = attn.qkv(x).view(B, T, 3, nh, D // nh).permute(2, 0, 3, 1, 4)  # 3×(B, nh, T, hd)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hd)
+    K = k.new_zeros(B, nh, capacity, D // nh)  # (B, nh, capacity, hd)
+    V = torch.zeros_like(K)
+    K[:, :, :T], V[:, :, :T] = k, v
+    return attn.output_linear(y.transpose(1, 2).reshape(B, T, D)), (K, V)
+
+
+def _attention_step(attn, x_t, cache, pos):
+    """One token x_t (B, D) at position pos attending to the cached positions 0 … pos: (y_t (B, D), cache)."""
+    B, D = x_t.shape
+    nh = attn.n_heads
+    K, V = cache
+    q, k, v = attn.qkv(x_t).view(B, 3, nh, 1, D // nh).unbind(1)  # 3×(B, nh, 1, hd)
+    K[:, :, pos:pos + 1], V[:, :, pos:pos + 1] = k, v
+    y = F.scaled_dot_product_attention(q, K[:, :, :pos + 1], V[:, :, :pos + 1])  # (B, nh, 1, hd)
+    return attn.output_linear(y.reshape(B, D)), (K, V)
