@@ -126,7 +126,7 @@ def record(plans: list[Plan], *, profile: str, out_dir=RECORDED_DIR, seed: int =
            study: str = "squash-smooth") -> dict:
     """Train every run of `plans` not yet in its record file, writing each finished run's row; return the record.
 
-    study: the record file's name prefix and "kind" ("squash-smooth": notebook 02 §7; "regime": lconv.regime).
+    study: the record file's name prefix and "kind" ("squash-smooth": notebook 02 §10; "regime": lconv.regime, notebook 02 §3).
 
     The record: {"kind", "profile", "seed", "plans", "rows", "complete", "pending", "provenance", "path"}; "pending"
     lists the (task, variant) runs still to do when `budget_s` (wall seconds for this call) ran out first.
