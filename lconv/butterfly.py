@@ -20,9 +20,16 @@ Real inputs: k is real, so conv(u_a + i·u_b, k) = conv(u_a, k) + i·conv(u_b, k
 2p and 2p+1 of the same channel) are packed into one complex sequence: one complex FFT convolution gives both outputs,
 the real part for one and the imaginary part for the other. No Hermitian post-processing, half the work.
 
-`butterfly_conv` is the fp32/fp64 PyTorch reference of exactly what the Triton kernel in `kernels/` runs (same
-factors, same unitary scaling 1/√N_i per factor, same packing, same permuted `k_f`); every step is checked against
-torch.fft in tests/test_butterfly.py.
+Packing two batch rows makes each row's result depend on its partner's (a NaN in one poisons both; a large one
+costs the small one its precision in fp16), so the kernel no longer does it. It uses the half-length real-FFT trick
+within one row instead: the even and odd samples of a real row x of length N become one complex sequence
+z[m] = x[2m] + i·x[2m+1] of M = N/2 points, one M-point FFT Z gives both halves' spectra,
+E[f] = (Z[f] + conj Z[−f])/2, O[f] = (Z[f] − conj Z[−f])/(2i), and x's spectrum X[f] = E[f] + ω_N^f·O[f],
+X[f + M] = E[f] − ω_N^f·O[f]; the inverse runs the same steps backwards for y[2m] + i·y[2m+1]. Same work per row as a
+packed pair, every row on its own. `real_butterfly_conv` is the fp32/fp64 PyTorch reference of exactly what the
+fused Triton kernel in `kernels/` runs (same factors, same unitary scaling 1/√N_i per factor, same k_f layout,
+`k_f_half`); `butterfly_conv` is the packed-pair version, kept as the textbook form. Every step is checked against
+torch.fft in tests/test_butterfly.py and tests/test_kernels.py.
 """
 from __future__ import annotations
 
@@ -181,3 +188,69 @@ def butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, sizes=None) -> torc
     Z = monarch_fft(z, sizes, permuted=True, norm="ortho")  # (P, H, N)
     y = monarch_ifft(Z * k_f, sizes, permuted=True, norm="ortho")[..., :L]  # (P, H, L)
     return unpack_pairs(y, B).to(u.dtype)  # (B, H, L)
+
+
+def half_sizes(N: int) -> tuple[int, int]:
+    """The (N1, N2) tile of the half-length trick: default_sizes(N/2) (256 → 8·16, 4096 → 32·64)."""
+    if N < 8 or N & (N - 1):
+        raise ValueError(f"N={N} must be a power of two ≥ 8 for the half-length real-FFT trick")
+    return default_sizes(N // 2)
+
+
+_HALF: dict = {}
+
+
+def half_tables(N: int, device=None, dtype=torch.complex128) -> dict:
+    """Index and twiddle tables of the half-length trick at FFT size N, in the permuted order of half_sizes(N):
+
+    "order" (M,): the natural frequency f at each slot; "rev" (M,): the slot holding −f (mod M);
+    "omega" (M,) complex: ω_N^f = exp(−2πi·f/N) at each slot; "k_order" (N,): order, then order + M (k_f's layout).
+    """
+    key = (N, str(device), dtype)
+    if key not in _HALF:
+        M = N // 2
+        order = permuted_order(half_sizes(N))  # (M,)
+        slot = torch.argsort(order)  # frequency → slot
+        rev = slot[(-order) % M]  # slot of −f
+        angle = (-2 * math.pi / N) * order.to(torch.float64)
+        _HALF[key] = {"order": order.to(device), "rev": rev.to(device),
+                      "k_order": torch.cat([order, order + M]).to(device),
+                      "omega": torch.polar(torch.ones_like(angle), angle).to(dtype=dtype, device=device)}
+    return _HALF[key]
+
+
+def k_f_half(k: torch.Tensor, N: int) -> torch.Tensor:
+    """k's N-point spectrum (unscaled FFT of k zero-padded to N) in the kernel's layout: (H, Lk) → complex (H, N),
+    k_f[f] at the M = N/2 slots of the permuted order of half_sizes(N), then k_f[f + M] at the same slots."""
+    k_f = torch.fft.fft(k.to(torch.float64 if k.dtype == torch.float64 else torch.float32), n=N)  # (H, N)
+    return k_f[..., half_tables(N, k.device)["k_order"]]  # (H, N): one gather, as k_f_permuted
+
+
+def real_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int) -> torch.Tensor:
+    """y = first L entries of the N-point circular convolution of zero-padded u (B, H, L) and k (H, Lk), row by row.
+
+    The algorithm of the fused Triton kernel (module docstring): each row's even/odd samples as one complex sequence
+    of N/2 points, ortho Monarch FFT (permuted order), split into the row's spectrum at f and f + N/2, multiply by
+    `k_f_half`, merge, adjoint Monarch pass. No row depends on another. L, Lk ≤ N/2 gives the causal linear
+    convolution, L = N the circular one. Computes in fp32 (fp64 for fp64 inputs); returns u's dtype; differentiable.
+    """
+    B, H, L = u.shape
+    if L > N or k.shape[-1] > N:
+        raise ValueError(f"L={L} and Lk={k.shape[-1]} must be ≤ N={N}")
+    sizes = half_sizes(N)
+    M = N // 2
+    rdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
+    tab = half_tables(N, u.device, cdt)
+    x = torch.cat([u.to(rdt), u.new_zeros(B, H, N - L, dtype=rdt)], dim=-1)  # (B, H, N): zero padding
+    z = torch.complex(x[..., 0::2], x[..., 1::2])  # (B, H, M): even + i·odd samples
+    Z = monarch_fft(z, sizes, permuted=True, norm="ortho")  # (B, H, M) = DFT_M(z)/√M, permuted order
+    W = Z[..., tab["rev"]].conj()  # conj Z[−f]
+    E, O = (Z + W) / 2, (Z - W) / 2j  # spectra of the even and the odd samples
+    K = k_f_half(k.to(rdt), N)  # (H, N): K[f], then K[f + M]
+    Y_lo = (E + tab["omega"] * O) * K[..., :M]  # x's spectrum at f, times k's: (B, H, M)
+    Y_hi = (E - tab["omega"] * O) * K[..., M:]  # … at f + M
+    Zp = (Y_lo + Y_hi) / 2 + 1j * tab["omega"].conj() * (Y_lo - Y_hi) / 2  # spectrum of y[2m] + i·y[2m+1]
+    zp = monarch_ifft(Zp, sizes, permuted=True, norm="ortho")  # (B, H, M)
+    y = torch.stack([zp.real, zp.imag], dim=-1).reshape(B, H, N)[..., :L]  # (B, H, L)
+    return y.to(u.dtype)
