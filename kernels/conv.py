@@ -7,13 +7,18 @@ forward(u, k, pregate, postgate) = postgate ⊙ conv(pregate ⊙ u, k) with the 
 
 Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py; N = 8192 … 2^20 runs
 kernels.three_pass.three_pass_conv when that module exists (SUPPORTED_N / supported_n() list what is available).
+Each row of u is convolved on its own (no sample's values or size reach another's output), and fp16/bf16 rows are
+scaled so that no intermediate overflows (kernels/flash_butterfly.py says what range is safe). Before its first launch
+each compiled kernel configuration is checked against the GPU's shared memory per block (`launch`: ValueError naming
+the GPU, N and the limit, not Triton's OutOfResources), and launches run with the tensors' GPU current (device guard).
 CUDA tensors run the compiled Triton kernels; CPU tensors run the same kernels through the Triton interpreter when
 TRITON_INTERPRET=1 was set before `kernels` was imported, otherwise (or without Triton) the PyTorch reference of the
-same algorithm: `lconv.butterfly.butterfly_conv`, or `lconv.learned_butterfly.learned_butterfly_conv` for learned
+same algorithm: `lconv.butterfly.real_butterfly_conv`, or `lconv.learned_butterfly.learned_butterfly_conv` for learned
 blocks.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
@@ -167,59 +172,80 @@ def _pick_backend(u: torch.Tensor, backend: str) -> str:
 _PLANS: dict = {}
 
 
-def _plan(N: int, device: torch.device):
-    """(dft1 (2, N1, N1), dft2 (2, N2, N2), tw (2, N1, N2)) fp32 re/im tables, unitary DFTs; cached per device."""
+def _planes(z: torch.Tensor, device) -> torch.Tensor:
+    """complex (…, a, b) → fp32 (2, …, a, b) re/im planes on device."""
+    return torch.stack([z.real, z.imag]).to(device=device, dtype=torch.float32).contiguous()
+
+
+def _plan(N: int, device: torch.device) -> dict:
+    """fp32 re/im tables of the fused kernels at FFT size N, unitary DFTs, cached per device.
+
+    Fixed kernel (half-length trick, (N1, N2) = half_sizes(N)): "dft1" (2, N1, N1), "dft2" (2, N2, N2),
+    "tw" (2, N1, N2), "hw" (2, N1, N2) = ω_N^f at the permuted slots. Learned kernels (the N-point split
+    (N1, N2) = default_sizes(N)): "dft1_full", "dft2_full", "tw_full".
+    """
     key = (N, str(device))
     if key not in _PLANS:
-        N1, N2 = butterfly.default_sizes(N)
-
-        def planes(z):  # complex (a, b) → fp32 (2, a, b)
-            return torch.stack([z.real, z.imag]).to(device=device, dtype=torch.float32).contiguous()
-
-        _PLANS[key] = (planes(butterfly.dft_matrix(N1) / math.sqrt(N1)),
-                       planes(butterfly.dft_matrix(N2) / math.sqrt(N2)),
-                       planes(butterfly.twiddle(N1, N2)))
+        N1, N2 = butterfly.half_sizes(N)
+        F1, F2 = butterfly.default_sizes(N)
+        _PLANS[key] = {
+            "dft1": _planes(butterfly.dft_matrix(N1) / math.sqrt(N1), device),
+            "dft2": _planes(butterfly.dft_matrix(N2) / math.sqrt(N2), device),
+            "tw": _planes(butterfly.twiddle(N1, N2), device),
+            "hw": _planes(butterfly.half_tables(N)["omega"].reshape(N1, N2), device),
+            "dft1_full": _planes(butterfly.dft_matrix(F1) / math.sqrt(F1), device),
+            "dft2_full": _planes(butterfly.dft_matrix(F2) / math.sqrt(F2), device),
+            "tw_full": _planes(butterfly.twiddle(F1, F2), device),
+        }
     return _PLANS[key]
 
 
 def k_f_planes(k: torch.Tensor, N: int) -> torch.Tensor:
-    """k (H, Lk) fp32 → k_f (H, 2, N) fp32: re/im planes of k's FFT in the kernel's permuted order."""
+    """k (H, Lk) fp32 → k_f (H, 2, N) fp32 for the fixed kernel: re/im planes of `lconv.butterfly.k_f_half`."""
+    k_f = butterfly.k_f_half(k, N)  # (H, N) complex64
+    return torch.stack([k_f.real, k_f.imag], dim=1).contiguous()  # (H, 2, N)
+
+
+def k_f_planes_full(k: torch.Tensor, N: int) -> torch.Tensor:
+    """k (H, Lk) fp32 → k_f (H, 2, N) fp32 for the learned kernels: k's FFT in the N-point permuted order."""
     k_f = butterfly.k_f_permuted(k, N)  # (H, N) complex64
     return torch.stack([k_f.real, k_f.imag], dim=1).contiguous()  # (H, 2, N)
 
 
 def _dot_args(dtype: torch.dtype) -> dict:
     """tl.dot operands: the input dtype for fp16/bf16 (fp32 for bf16 under the interpreter, whose bf16 dot is
-    wrong), fp32 with input_precision="ieee" (no TF32) for fp32; "tf32" is the default and is ignored for 16-bit."""
+    wrong), fp32 with input_precision="ieee" (no TF32) for fp32; "tf32" is the default and is ignored for 16-bit.
+    NORM: fp16/bf16 rows and spectra are scaled by powers of two before rounding (kernels/flash_butterfly.py)."""
     dot_fp32 = dtype == torch.float32 or (dtype == torch.bfloat16 and INTERPRET)
-    return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32"}
+    return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32", "NORM": dtype != torch.float32}
 
 
 PROGRAMS_PER_SM = 4  # _chunks splits the batch until channels × chunks reaches this many programs per multiprocessor
 
 
-def _chunks(n_pairs: int, rows: int, device: torch.device, pairs_per_prog: int | None):
-    """(n_chunks, pairs_per_prog): split the batch pairs of each of `rows` independent rows (channels, or the
+def _chunks(n_rows: int, rows: int, device: torch.device, rows_per_prog: int | None):
+    """(n_chunks, rows_per_prog): split the n_rows batch rows of each of `rows` independent rows (channels, or the
     three-pass inner rows) so that rows · chunks programs fill the GPU PROGRAMS_PER_SM times."""
-    if pairs_per_prog is None:
+    if rows_per_prog is None:
         if device.type == "cuda":
             target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
-            n_chunks = min(n_pairs, max(1, -(-target // rows)))
+            n_chunks = min(n_rows, max(1, -(-target // rows)))
         else:
             n_chunks = 1  # the interpreter runs programs one after another: fewer is cheaper
-        pairs_per_prog = -(-n_pairs // n_chunks)
-    pairs_per_prog = max(1, int(pairs_per_prog))
-    return -(-n_pairs // pairs_per_prog), pairs_per_prog
+        rows_per_prog = -(-n_rows // n_chunks)
+    rows_per_prog = max(1, int(rows_per_prog))
+    return -(-n_rows // rows_per_prog), rows_per_prog
 
 
-# Launch settings of the fused fixed-FFT kernels by FFT size and pass (one (N1, N2) tile per program, no software
-# pipelining), measured with `python -m kernels.sweep` on an H100 (fp16, B=64, H=768; results/raw/sweep-*): fewer
-# warps per program is much faster until the tiles spill. fwd ms at 2 / 4 / 8 warps: N=256 0.049 / 0.083 / 0.142,
-# N=1024 0.142 / 0.211 / 0.442, N=4096 36.6 (spilled) / 0.581 / 1.335; N=512 0.064 / 0.068, N=2048 0.451 / 0.308.
-# bwd: N=256 0.080 / 0.141 / 0.236, N=512 0.165 / 0.157 (within noise: 2 kept, as benchmarked), N=1024 0.262 /
-# 0.342 / 0.732, N=2048 20.3 (spilled) / 0.675, N=4096 83 (spilled) at 2; 4 and 8 not timed (the sweep ran out of
-# time): 4, as fwd. Re-reading the DFT blocks, twiddles and K inside the loop instead of holding them in registers
-# was 1.4–2× slower at every size and was dropped.
+# Launch settings of the fused fixed-FFT kernels by FFT size and pass (one tile per program, no software
+# pipelining), measured with `python -m kernels.sweep` on an H100 (fp16, B=64, H=768; results/raw/sweep-*) for the
+# packed-pair kernel this one replaced (tiles of N points; now N/2): fewer warps per program was much faster until
+# the tiles spilled. fwd ms at 2 / 4 / 8 warps: N=256 0.049 / 0.083 / 0.142, N=1024 0.142 / 0.211 / 0.442,
+# N=4096 36.6 (spilled) / 0.581 / 1.335; N=512 0.064 / 0.068, N=2048 0.451 / 0.308. bwd: N=256 0.080 / 0.141 /
+# 0.236, N=512 0.165 / 0.157 (within noise: 2 kept, as benchmarked), N=1024 0.262 / 0.342 / 0.732, N=2048 20.3
+# (spilled) / 0.675, N=4096 83 (spilled) at 2; 4 and 8 not timed (the sweep ran out of time): 4, as fwd. Re-reading
+# the DFT blocks, twiddles and K inside the loop instead of holding them in registers was 1.4–2× slower at every
+# size and was dropped. Not re-swept for the per-row kernels (tiles of N/2 points): rerun the sweep on a GPU.
 TUNING = {
     256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
     512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
@@ -238,6 +264,64 @@ def _launch_opts(N: int, pass_: str = "fwd", learned: bool = False) -> dict:
     return dict(TUNING[N][pass_])
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Device limits and the device guard: checked once per compiled configuration, before its first launch.
+# ---------------------------------------------------------------------------------------------------------------
+
+_SHARED: dict = {}  # (kernel, device, dtypes, meta) → shared bytes of the compiled kernel, checked
+
+
+def shared_memory_limit(device: torch.device) -> tuple[str, int]:
+    """(GPU name, bytes of shared memory one block may opt into) of a CUDA device."""
+    props = torch.cuda.get_device_properties(device)
+    return props.name, int(props.shared_memory_per_block_optin)
+
+
+def check_shared_memory(need: int, device: torch.device, N: int, what: str) -> None:
+    """Raise ValueError naming the GPU, N and the limit when a kernel needs more shared memory than the GPU offers."""
+    name, limit = shared_memory_limit(device)
+    if need > limit:
+        raise ValueError(f"FlashButterfly {what} at FFT size N={N} needs {need} bytes of shared memory per block, "
+                         f"but {name} ({device}) offers {limit}: run this N on a GPU with more shared memory (A100, "
+                         f"H100: ≥ 160 KB), use a smaller N (a causal conv of length L needs N ≥ 2·L), or "
+                         f"backend='reference'")
+
+
+def device_guard(t: torch.Tensor):
+    """`with device_guard(u):` makes u's CUDA device current (Triton launches on the current one); no-op on CPU."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def shared_bytes(kernel, grid, args, meta) -> int | None:
+    """Shared memory per block of `kernel` compiled for these arguments and constexprs (compiled once, without a
+    launch, and remembered); None off CUDA (the interpreter has no limit)."""
+    dev = args[0].device
+    if dev.type != "cuda":
+        return None
+    key = (getattr(kernel, "fn", kernel).__name__, str(dev),
+           tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor)), tuple(sorted(meta.items())))
+    if key not in _SHARED:
+        with device_guard(args[0]):
+            _SHARED[key] = int(kernel.warmup(*args, grid=grid, **meta).metadata.shared)
+    return _SHARED[key]
+
+
+def fits(kernel, grid, args, meta) -> bool:
+    """Whether `kernel` with these constexprs fits the shared memory of args[0]'s device (always on CPU)."""
+    need = shared_bytes(kernel, grid, args, meta)
+    return need is None or need <= shared_memory_limit(args[0].device)[1]
+
+
+def launch(kernel, grid, args, meta, N: int, what: str) -> None:
+    """kernel[grid](*args, **meta) on args[0]'s device, after checking its shared memory against the device's
+    (ValueError naming the GPU, N and the limit, instead of Triton's OutOfResources at launch)."""
+    need = shared_bytes(kernel, grid, args, meta)
+    if need is not None:
+        check_shared_memory(need, args[0].device, N, what)
+    with device_guard(args[0]):
+        kernel[grid](*args, **meta)
+
+
 def block_planes(dft: torch.Tensor | None, M: int, plan: torch.Tensor):
     """Learned block (M, M) or (H, M, M) complex, unnormalised → (fp32 re/im planes scaled by 1/√M, channel stride).
 
@@ -250,68 +334,76 @@ def block_planes(dft: torch.Tensor | None, M: int, plan: torch.Tensor):
 
 
 def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pregate=None, postgate=None, blocks=None,
-         pairs_per_prog: int | None = None) -> torch.Tensor:
-    """y (B, H, L) in u's dtype from the fused forward kernel (learned kernel when `blocks` are given)."""
+         rows_per_prog: int | None = None) -> torch.Tensor:
+    """y (B, H, L) in u's dtype from the fused forward kernel (learned kernel when `blocks` are given; k_f from
+    k_f_planes, or k_f_planes_full for learned blocks)."""
     B, H, L = u.shape
-    N1, N2 = butterfly.default_sizes(N)
-    dft1, dft2, tw = _plan(N, u.device)
+    plan = _plan(N, u.device)
     y = torch.empty_like(u)  # (B, H, L)
     gated = pregate is not None
     pre, post = (pregate, postgate) if gated else (u, u)  # unused pointers when not gated
-    meta = dict(N1=N1, N2=N2, GATED=gated, **_dot_args(u.dtype),
-                **_launch_opts(N, "fwd", learned=blocks is not None))
+    meta = dict(GATED=gated, **_dot_args(u.dtype), **_launch_opts(N, "fwd", learned=blocks is not None))
+    n_chunks, rpp = _chunks(B, H, u.device, rows_per_prog)
     if blocks is None:
-        n_chunks, ppp = _chunks(-(-B // 2), H, u.device, pairs_per_prog)
-        _fb.flash_butterfly_fwd_kernel[(H * n_chunks,)](
-            u, y, pre, post, k_f, dft1, dft2, tw,
-            B, H, L, n_chunks, ppp, **meta)
+        N1, N2 = butterfly.half_sizes(N)
+        launch(_fb.flash_butterfly_fwd_kernel, (H * n_chunks,),
+               (u, y, pre, post, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, n_chunks, rpp),
+               dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **meta), N, "forward")
     else:
+        N1, N2 = butterfly.default_sizes(N)
         (blk1, s1), (blk2, s2) = blocks
-        n_chunks, rpp = _chunks(B, H, u.device, pairs_per_prog)
-        _fb.learned_fwd_kernel[(H * n_chunks,)](
-            u, y, pre, post, k_f, dft1, dft2, tw, blk1, blk2,
-            B, H, L, n_chunks, rpp, s1, s2, **meta)
+        launch(_fb.learned_fwd_kernel, (H * n_chunks,),
+               (u, y, pre, post, k_f, plan["dft1_full"], plan["dft2_full"], plan["tw_full"], blk1, blk2,
+                B, H, L, n_chunks, rpp, s1, s2), dict(N1=N1, N2=N2, **meta), N, "forward (learned blocks)")
     return y
 
 
 def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, pregate=None, postgate=None,
-         blocks=None, need=(True, True, False, False, False, False), pairs_per_prog: int | None = None):
+         blocks=None, need=(True, True, False, False, False, False), rows_per_prog: int | None = None):
     """Gradients from the fused backward kernel, None where not needed.
 
     need = (du, dk, dpregate, dpostgate, dblock1, dblock2) → du, dpre, dpost (B, H, L) in u's dtype; dk (H, Lk) fp32;
     dblock1/2: (H, 2, M, M) fp32 gradients of the kernel's scaled block planes (one per channel, not yet summed).
     """
     B, H, L = u.shape
-    N1, N2 = butterfly.default_sizes(N)
-    dft1, dft2, tw = _plan(N, u.device)
+    plan = _plan(N, u.device)
     need_du, need_dk, need_dpre, need_dpost, need_db1, need_db2 = need
     gated = pregate is not None
     pre, post = (pregate, postgate) if gated else (u, u)
     learned = blocks is not None
-    n_items = B if learned else -(-B // 2)  # rows (learned) or pairs of rows (fixed FFT)
-    n_chunks, ppp = _chunks(n_items, H, u.device, pairs_per_prog)
+    n_chunks, rpp = _chunks(B, H, u.device, rows_per_prog)
     f32 = dict(device=u.device, dtype=torch.float32)
     empty = u.new_empty(0)
     du = torch.empty_like(u) if need_du else empty  # (B, H, L)
     dpre = torch.empty_like(u) if (gated and need_dpre) else empty
     dpost = torch.empty_like(u) if (gated and need_dpost) else empty
     dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else torch.empty(0, **f32)  # (C, H, Lk) partial sums
-    meta = dict(N1=N1, N2=N2, GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk,
-                COMPUTE_DPRE=gated and need_dpre, COMPUTE_DPOST=gated and need_dpost,
-                **_dot_args(u.dtype), **_launch_opts(N, "bwd", learned=learned))
+    meta = dict(GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk, COMPUTE_DPRE=gated and need_dpre,
+                COMPUTE_DPOST=gated and need_dpost, **_dot_args(u.dtype), **_launch_opts(N, "bwd", learned=learned))
     db1 = db2 = None
     if not learned:
-        _fb.flash_butterfly_bwd_kernel[(H * n_chunks,)](
-            u, dy, pre, post, du, dpre, dpost, dk, k_f, dft1, dft2, tw,
-            B, H, L, Lk, n_chunks, ppp, math.sqrt(N), **meta)
+        N1, N2 = butterfly.half_sizes(N)
+        args = (u, dy, pre, post, du, dpre, dpost, dk, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"],
+                B, H, L, Lk, n_chunks, rpp, math.sqrt(N1 * N2))
+        meta.update(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16)
+        kernel, grid = _fb.flash_butterfly_bwd_kernel, (H * n_chunks,)
+        split = [dict(meta, COMPUTE_DK=False, COMPUTE_DPOST=False), dict(meta, COMPUTE_DU=False, COMPUTE_DPRE=False)]
+        if (meta["COMPUTE_DU"] or meta["COMPUTE_DPRE"]) and (meta["COMPUTE_DK"] or meta["COMPUTE_DPOST"]) \
+                and not fits(kernel, grid, args, meta) and all(fits(kernel, grid, args, m) for m in split):
+            for m in split:  # the gradients of u and of (k, postgate) in two launches: fewer tiles live at once
+                launch(kernel, grid, args, m, N, "backward")
+        else:
+            launch(kernel, grid, args, meta, N, "backward")
     else:
+        N1, N2 = butterfly.default_sizes(N)
         (blk1, s1), (blk2, s2) = blocks
         need_db = need_db1 or need_db2
         db1 = torch.empty(n_chunks, H, 2, N1, N1, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N1, N1)
         db2 = torch.empty(n_chunks, H, 2, N2, N2, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N2, N2)
-        _fb.learned_bwd_kernel[(H * n_chunks,)](
-            u, dy, pre, post, du, dpre, dpost, dk, db1, db2, k_f, dft1, dft2, tw, blk1, blk2,
-            B, H, L, Lk, n_chunks, ppp, math.sqrt(N), s1, s2, COMPUTE_DBLK=need_db, **meta)
+        launch(_fb.learned_bwd_kernel, (H * n_chunks,),
+               (u, dy, pre, post, du, dpre, dpost, dk, db1, db2, k_f, plan["dft1_full"], plan["dft2_full"],
+                plan["tw_full"], blk1, blk2, B, H, L, Lk, n_chunks, rpp, math.sqrt(N), s1, s2),
+               dict(N1=N1, N2=N2, COMPUTE_DBLK=need_db, **meta), N, "backward (learned blocks)")
         db1 = db1.sum(0) if need_db1 else None  # (H, 2, N1, N1)
         db2 = db2.sum(0) if need_db2 else None
     return ((du if need_du else None), (dk.sum(0) if need_dk else None),  # dk (H, Lk)
@@ -332,12 +424,12 @@ class FlashButterflyFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, k, pregate, postgate, dft1, dft2, N):
-        k_f = k_f_planes(k, N)  # (H, 2, N) fp32, once per call
         blocks = None
         if dft1 is not None or dft2 is not None:
             N1, N2 = butterfly.default_sizes(N)
-            plan1, plan2, _ = _plan(N, u.device)
-            blocks = (block_planes(dft1, N1, plan1), block_planes(dft2, N2, plan2))
+            plan = _plan(N, u.device)
+            blocks = (block_planes(dft1, N1, plan["dft1_full"]), block_planes(dft2, N2, plan["dft2_full"]))
+        k_f = (k_f_planes if blocks is None else k_f_planes_full)(k, N)  # (H, 2, N) fp32, once per call
         ctx.save_for_backward(u, k_f, pregate, postgate, dft1, dft2)
         ctx.blocks, ctx.N, ctx.Lk = blocks, N, k.shape[-1]
         return _fwd(u, k_f, N, pregate, postgate, blocks)
@@ -356,7 +448,7 @@ def _reference(u, k, N, pregate, postgate, dft1, dft2):
     """The PyTorch path: lconv.butterfly.butterfly_conv (fixed FFT) or lconv.learned_butterfly (learned blocks)."""
     v = u if pregate is None else u * pregate  # (B, H, L)
     if dft1 is None and dft2 is None:
-        y = butterfly.butterfly_conv(v, k, N)
+        y = butterfly.real_butterfly_conv(v, k, N)
     else:
         try:
             from lconv.learned_butterfly import learned_butterfly_conv
@@ -386,6 +478,9 @@ def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torc
     unnormalised (lconv.butterfly.dft_matrix at init, (N1, N2) = lconv.butterfly.default_sizes(N)); k's spectrum and
     the inverse stay exact and y = Re(F^{-1}(F_k ⊙ A(u)))[:L] row by row, which equals the plain conv at A = DFT.
     N > 4096 runs kernels.three_pass (when present; no learned blocks there).
+    Every row is computed on its own: a NaN, an Inf or a huge value in one sample leaves every other sample's y (and
+    du) exactly as computed alone. fp16/bf16: no intermediate overflows, for any finite input; y is finite wherever
+    its exact value fits the dtype (±inf where it does not, as PyTorch's fp32 result cast to the dtype would be).
     backend: "auto" (Triton where it can run, see the module docstring), "triton", or "reference".
     """
     check_inputs(u, k, N, pregate, postgate, dft1, dft2)

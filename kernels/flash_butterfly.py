@@ -4,125 +4,189 @@ Provenance
 ----------
 The paper (Fu, Epstein et al., ICML 2023, §4) describes FlashButterfly but never released it; its successor
 HazyResearch/flash-fft-conv is CUDA-only. This is an independent Triton implementation of the algorithm as described
-(see /work/shared/PAPER.md), written from the maths in `lconv/butterfly.py`, which is its PyTorch reference.
+(see /work/shared/PAPER.md), written from the maths in `lconv/butterfly.py`, whose `real_butterfly_conv` is its
+PyTorch reference (same factors, order, scaling and k_f layout).
 
 Motivation
 ----------
 A long convolution y = u * k via cuFFT reads and writes u, its spectrum and y in HBM several times, and the FFT's
-butterflies cannot use tensor cores. Cooley–Tukey with N = N1·N2 turns an N-point FFT into two rounds of small dense
-DFT matrix multiplies (16–64 points: `tl.dot` on tensor cores) with a twiddle diagonal between them. A whole sequence
-of N ≤ 4096 fits on chip as an (N1, N2) tile, so u is read once and y written once.
+butterflies cannot use tensor cores. Cooley–Tukey with M = N1·N2 turns an M-point FFT into two rounds of small dense
+DFT matrix multiplies (8–64 points: `tl.dot` on tensor cores from 16) with a twiddle diagonal between them. A whole
+sequence of N ≤ 4096 fits on chip as an (N1, N2) tile, so u is read once and y written once.
 
-Algorithm (per program: one channel h, a chunk of batch pairs; tiles are (N1, N2), complex = separate re/im planes)
-------------------------------------------------------------------------------------------------------------------
-    F1, F2   = DFT_{N1}/√N1, DFT_{N2}/√N2            # unitary, loaded once, in the dot dtype
-    tw       = twiddle(N1, N2);  K = k_f[h]          # fp32, K in the permuted order (f1, f2)
-    for p in pairs of the chunk:
-        z    = u[2p, h] + i·u[2p+1, h]               # real-input trick: two rows, one complex sequence;
-                                                     # masked loads n < L give the zero padding for free
-        Z    = ((F1 @ z) ⊙ tw) @ F2                  # forward Monarch pass: 4+4 real tl.dot, fp32 accumulation
-        Y    = Z ⊙ K                                 # pointwise, fp32; permuted order on both sides
-        y    = conj(F1) @ ((Y @ conj(F2)) ⊙ conj(tw))# adjoint pass = inverse of the unitary forward pass
-        y[2p, h] = Re(y)[:L];  y[2p+1, h] = Im(y)[:L]
-Backward (du = correlation of dy with k, dk = Σ_b correlation of dy_b with u_b):
-        Zdy = fwd(dy pair);  du pair = adj(Zdy ⊙ conj(K))
-        Zu  = fwd(u pair);   P += conj(Zu) ⊙ Zdy     # Re of the inverse of this sum is corr_a + corr_b
-    after the loop: dk_partial[chunk, h] = √N · Re(adj(P))[:Lk]   (fp32 dots); summed over chunks by the caller.
+Algorithm (per program: one channel h, a chunk of batch rows; each row on its own)
+------------------------------------------------------------------------------------
+Every row is a real sequence x of length N (u zero-padded). The half-length real-FFT trick runs it as one complex
+sequence of M = N/2 points, its even and odd samples, so a row costs what a packed pair of rows used to cost per row,
+and no row ever shares arithmetic with another (one NaN, or one huge sample, cannot touch its neighbours):
+    F1, F2 = DFT_{N1}/√N1, DFT_{N2}/√N2 with (N1, N2) = default_sizes(M)   # unitary, loaded once, dot dtype
+    tw     = twiddle(N1, N2);  ω[f] = exp(−2πi·f/N);  K_lo, K_hi = k_f[f], k_f[f + M]  (f in the permuted order)
+    for b in rows of the chunk:
+        z    = x[2m] + i·x[2m+1],  m = n1·N2 + n2          # masked loads: the zero padding is free
+        Z    = ((F1 @ z) ⊙ tw) @ F2                         # M-point Monarch FFT, permuted order f = f1 + N1·f2
+        W    = Z[−f]                                       # tl.gather: rows f1 → −f1, then columns (a permutation)
+        E, O = (Z + conj W)/2, (Z − conj W)/(2i)            # spectra of the even and of the odd samples
+        X_lo, X_hi = E + ω·O, E − ω·O                       # x's N-point spectrum at f and f + M
+        Y_lo, Y_hi = X_lo ⊙ K_lo, X_hi ⊙ K_hi
+        Z'   = (Y_lo + Y_hi)/2 + i·conj(ω)·(Y_lo − Y_hi)/2  # spectrum of y[2m] + i·y[2m+1]
+        y[2m] + i·y[2m+1] = conj(F1) @ ((Z' @ conj(F2)) ⊙ conj(tw))
+N = 256 has M = 128 = 8·16: blocks below 16 are not `tl.dot` shapes, so there the products are broadcast sums
+(`_mm`, fp32 FMAs; a few thousand per row). Backward (du = correlation of dy with k, dk = Σ_b correlation of dy_b
+with u_b): X_dy ⊙ conj(K) through the same inverse gives du; P += conj(X_u) ⊙ X_dy over the chunk's rows, then
+dk_partial[chunk, h] = √M · inverse(P)[:Lk] with fp32 dots (ieee), summed over chunks by the caller.
 
-Fused gating (GATED=True): y = post ⊙ conv(pre ⊙ u, k). The gates are read with the same masked pair loads as u
-(pre right after u, post right before the store): no extra pass over memory. Backward, with g = post ⊙ dy:
-        Zg = fwd(g pair);  dv = adj(Zg ⊙ conj(K));  du = pre ⊙ dv;  dpre = u ⊙ dv
-        Zv = fwd(pre ⊙ u pair);  P += conj(Zv) ⊙ Zg  (dk);  dpost = dy ⊙ adj(Zv ⊙ K)  (conv recomputed, not stored)
+Fused gating (GATED=True): y = post ⊙ conv(pre ⊙ u, k). The gates are read with the same even/odd loads as u (pre
+right after u, post right before the store). Backward, with g = post ⊙ dy:
+        X_g = fwd(g);  dv = inv(X_g ⊙ conj(K));  du = pre ⊙ dv;  dpre = u ⊙ dv
+        X_v = fwd(pre ⊙ u);  P += conj(X_v) ⊙ X_g  (dk);  dpost = dy ⊙ inv(X_v ⊙ K)  (conv recomputed, not stored)
+
+Numerics of fp16/bf16 (NORM=True): before its transform every row of pre ⊙ u (and of post ⊙ dy) is multiplied by a
+power of two s so that max|x·s| ∈ [1/2, 1), and each program's K by a power of two so that max|K| ∈ [1/2, 1); the
+unitary factors keep every later tile's 2-norm ≤ √N, so every value rounded to the dot dtype is at most 2√N (128
+at N = 4096), whatever the inputs. The scales are undone in fp32 just before the store (exact: powers of two). So
+no intermediate overflows or underflows because of the input's size: for any finite input the result is finite
+wherever its exact value fits the dtype, and ±inf (as PyTorch's fp32 result cast to the dtype) where it does not.
+Errors are a few ulps of the dtype relative to each row's own largest output. dk and the block gradients are
+accumulated in fp32 with the scales applied per row. fp32 inputs skip the scaling (NORM=False).
 
 Learned forward blocks (`learned_fwd_kernel`, `learned_bwd_kernel`): u's forward pass uses learned A1 (N1, N1),
-A2 (N2, N2) (shared or per channel; twiddles fixed), k's spectrum and the inverse stay exact:
+A2 (N2, N2) of the N-point split (N1, N2) = default_sizes(N) (shared or per channel; twiddles fixed), k's spectrum
+and the inverse stay exact:
         y = Re(F^{-1}(K ⊙ ((A1 @ u) ⊙ tw) @ A2))[:L]   row by row (the official code's `ifft(...).real`)
-A learned A(u) is not Hermitian, so the real-input trick no longer holds (packing rows 2p, 2p+1 as re/im would mix
-the two batch elements): each row is its own real tile. The first dot of each pass sees real operands (2 real dots
-instead of 4), so a pair of rows costs 24 real dots instead of the fixed kernel's 16: 1.5× the tensor-core work
-of the plain kernel, the same HBM traffic. At A = DFT the output equals the plain kernel's to rounding.
-Backward per row: Zg = F g; gZ = Zg ⊙ conj(K); gB = (gZ @ A2^H) ⊙ conj(tw); dv = Re(A1^H @ gB);
-dA1 += gB @ v^T, dA2 += C^H @ gZ with C = (A1 @ v) ⊙ tw; per-program fp32 partial sums (n_chunks, H, 2, M, M)
-reduced by PyTorch (deterministic; shared blocks also summed over H).
+A learned A(u) is not Hermitian, so the half-length trick does not apply: each row is its own real (N1, N2) tile.
+The first dot of each pass sees real operands (2 real dots instead of 4): 12 real dots per row on (N1, N2) tiles,
+against the fixed kernel's 16 on tiles half that size (1.5× its tensor-core work, the same HBM traffic). At A = DFT
+the output equals the fixed kernel's to rounding. Backward per row: Zg = F g; gZ = Zg ⊙ conj(K);
+gB = (gZ @ A2^H) ⊙ conj(tw); dv = Re(A1^H @ gB); dA1 += gB @ v^T, dA2 += C^H @ gZ with C = (A1 @ v) ⊙ tw;
+per-program fp32 partial sums (n_chunks, H, 2, M, M) reduced by PyTorch (deterministic; shared blocks also summed
+over H). The same NORM scaling applies (bounds as above while the blocks stay near the DFT's scale).
 
-Decomposition used: N1 = 2^⌊log2(N)/2⌋, N2 = N/N1: 256 = 16·16, 512 = 16·32, 1024 = 32·32, 2048 = 32·64,
-4096 = 64·64 — always two passes, every dot dimension ≥ 16 and a power of two.
+Index arithmetic: every offset into u, y, the gates, their gradients, k_f and the partial sums is computed in int64
+(`_row_start`), so B·H·L may exceed 2^31.
 
 Caveats (honest)
 ----------------
-- Tested on CPU through the Triton interpreter and compiled on an H100 (triton 3.6; results/ and the README hold the
-  timings). Registers and spills from ptxas for sm_90 (fp16, 8 warps, triton 3.8, no GPU) —
-  registers / spill stores (bytes per thread) / shared memory:
-      N = 1024: fwd 230/0/12 KB, fwd gated 255/0/12 KB, bwd (du, dk) 255/68/28 KB, bwd gated (all grads)
-                255/280/28 KB, learned fwd 170/0/20 KB, learned bwd (all grads, gated) 255/1448/36 KB;
-      N = 4096: fwd 255/624/52 KB, fwd gated 255/720/52 KB, bwd 255/2736/112 KB, bwd gated 255/4400/112 KB,
-                learned fwd 255/540/80 KB, learned bwd (all) 255/5352/140 KB.
-  On the H100, fewer warps per program were much faster than 8 (kernels.conv.TUNING: 2 warps up to N = 1024, 4 above;
-  2 warps at N ≥ 2048 spill so badly that the kernel slows 30–60×). Each program keeps one tile in flight, so the
-  kernel is latency-bound: 45% of peak HBM bandwidth at best (gated, N = 4096).
-- fp16/bf16 inputs: intermediate spectra are rounded to the input dtype before each dot (fp32 accumulation), as
-  tensor cores require; errors are a few ulps of the input dtype, larger than fp32 FFT conv. fp32 inputs use
-  input_precision="ieee" (no TF32), i.e. no tensor cores: correct but not fast.
-- bf16 `tl.dot` is wrong in the interpreter, so under TRITON_INTERPRET=1 bf16 inputs are multiplied with fp32 dots.
+- Tested on CPU through the Triton interpreter. The per-row design (this version) has not been timed on a GPU: the
+  packed-pair kernel it replaces was (results/ and the README hold those timings, H100, triton 3.6). Per row it runs
+  the same number of tensor-core products on tiles half the size (fewer registers than the pair kernel's
+  (N1, N2) = (64, 64) tiles at N = 4096, which spilled), plus 2 `tl.gather` per forward transform (through shared
+  memory) and one max-reduction per row for fp16/bf16; kernels.io_model counts what changed. Run `make bench`.
+- Shared memory per block, compiled without a GPU (triton 3.8 triton.compile for sm_86 and sm_90, the same on
+  both), fp16/bf16, N = 256 / 512 / 1K / 2K / 4K: fixed fwd 0.5 / 3 / 7 / 12 / 28 KB, fixed bwd (du and dk)
+  0.5 / 6 / 14 / 24 / 56 KB (dk alone 68 KB at 4K; fp32: 24 KB at 2K, 56 KB at 4K); learned fwd (gated)
+  5 / 12 / 20 / 48 / 80 KB, learned bwd (gated, every gradient) 8 / 19 / 36 / 84 / 144 KB. Everything fits the
+  ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned backward at N = 4096: kernels.conv.launch checks
+  each compiled configuration against the GPU before its first launch and raises ValueError naming the GPU, N and
+  the limit (and the fixed backward would split into a du launch and a dk launch where only the halves fit).
+- fp32 inputs use input_precision="ieee" (no TF32), i.e. no tensor cores: correct but not fast.
+- bf16 `tl.dot` is wrong in the interpreter, so under TRITON_INTERPRET=1 bf16 inputs are multiplied with fp32 dots;
+  the interpreter also truncates fp32 → bf16, so there `_to_out` rounds to nearest first (compiled: a plain cast).
 - Gates are fused; products with gates are taken in fp32 and rounded once at the store.
 - N > 4096 is not in this file: kernels.conv dispatches it to kernels.three_pass (the three-pass algorithm).
 - dk (and the learned blocks' gradients) are reduced across batch chunks through fp32 partial buffers summed by
   PyTorch (deterministic, no atomics).
 """
+import os
+
 import triton
 import triton.language as tl
 
+# Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
+# first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
 # ---------------------------------------------------------------------------------------------------------------
-# Complex matrix products on (re, im) planes. `a`, `b` are already in the dot dtype; results are fp32.
+# Offsets, scaling, products. Complex values are separate re/im planes; products return fp32.
 # ---------------------------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _cdot(ar, ai, br, bi, PREC: tl.constexpr):
+def _row_start(b, h, H, L):
+    """Offset of row (b, h) of a contiguous (B, H, L) tensor, in int64 whatever the types of b, h, H and L."""
+    return (b.to(tl.int64) * H + h) * L
+
+
+@triton.jit
+def _to_out(y, ptr):
+    """fp32 y in ptr's element type, rounded to nearest even (emulated for bf16 under the interpreter)."""
+    if _INTERPRETED and ptr.dtype.element_ty == tl.bfloat16:
+        bits = y.to(tl.uint32, bitcast=True)
+        bits = bits + (0x7FFF + ((bits >> 16) & 1))  # round the 16 bits bf16 drops to nearest, ties to even
+        y = ((bits >> 16) << 16).to(tl.float32, bitcast=True)
+    return y.to(ptr.dtype.element_ty)
+
+
+@triton.jit
+def _pow2_scale(m):
+    """(s, 1/s): powers of two with m·s in [1/2, 1) for a normal m > 0 (m = 0, subnormal: s = 2^125; NaN/inf: 2^-126).
+
+    Built from m's exponent bits, so the scaling and its undoing are exact.
+    """
+    e = (m.to(tl.int32, bitcast=True) >> 23) & 0xFF  # biased exponent: m in [2^(e−127), 2^(e−126))
+    e = tl.minimum(tl.maximum(e, 1), 252)
+    s = ((253 - e) << 23).to(tl.float32, bitcast=True)  # 2^(126 − e)
+    inv = ((e + 1) << 23).to(tl.float32, bitcast=True)  # 2^(e − 126)
+    return s, inv
+
+
+@triton.jit
+def _absmax(ar, ai):
+    """max(|ar|, |ai|) over two tiles, a scalar (NaN entries are skipped by the GPU's max: they stay in their row)."""
+    return tl.maximum(tl.max(tl.abs(ar)), tl.max(tl.abs(ai)))
+
+
+@triton.jit
+def _mm(a, b, PREC: tl.constexpr, USE_DOT: tl.constexpr):
+    """a @ b in fp32: tl.dot where every dimension is ≥ 16 (USE_DOT), else a broadcast sum of fp32 products."""
+    if USE_DOT:
+        r = tl.dot(a, b, input_precision=PREC, out_dtype=tl.float32)
+    else:
+        r = tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
+    return r
+
+
+@triton.jit
+def _cdot(ar, ai, br, bi, PREC: tl.constexpr, USE_DOT: tl.constexpr):
     """(ar + i·ai) @ (br + i·bi)."""
-    rr = tl.dot(ar, br, input_precision=PREC, out_dtype=tl.float32)
-    rr -= tl.dot(ai, bi, input_precision=PREC, out_dtype=tl.float32)
-    ri = tl.dot(ar, bi, input_precision=PREC, out_dtype=tl.float32)
-    ri += tl.dot(ai, br, input_precision=PREC, out_dtype=tl.float32)
+    rr = _mm(ar, br, PREC, USE_DOT) - _mm(ai, bi, PREC, USE_DOT)
+    ri = _mm(ar, bi, PREC, USE_DOT) + _mm(ai, br, PREC, USE_DOT)
     return rr, ri
 
 
 @triton.jit
-def _cdot_conj_rhs(ar, ai, br, bi, PREC: tl.constexpr):
+def _cdot_conj_rhs(ar, ai, br, bi, PREC: tl.constexpr, USE_DOT: tl.constexpr):
     """(ar + i·ai) @ conj(br + i·bi)."""
-    rr = tl.dot(ar, br, input_precision=PREC, out_dtype=tl.float32)
-    rr += tl.dot(ai, bi, input_precision=PREC, out_dtype=tl.float32)
-    ri = tl.dot(ai, br, input_precision=PREC, out_dtype=tl.float32)
-    ri -= tl.dot(ar, bi, input_precision=PREC, out_dtype=tl.float32)
+    rr = _mm(ar, br, PREC, USE_DOT) + _mm(ai, bi, PREC, USE_DOT)
+    ri = _mm(ai, br, PREC, USE_DOT) - _mm(ar, bi, PREC, USE_DOT)
     return rr, ri
 
 
 @triton.jit
-def _cdot_conj_lhs(ar, ai, br, bi, PREC: tl.constexpr):
+def _cdot_conj_lhs(ar, ai, br, bi, PREC: tl.constexpr, USE_DOT: tl.constexpr):
     """conj(ar + i·ai) @ (br + i·bi)."""
-    rr = tl.dot(ar, br, input_precision=PREC, out_dtype=tl.float32)
-    rr += tl.dot(ai, bi, input_precision=PREC, out_dtype=tl.float32)
-    ri = tl.dot(ar, bi, input_precision=PREC, out_dtype=tl.float32)
-    ri -= tl.dot(ai, br, input_precision=PREC, out_dtype=tl.float32)
+    rr = _mm(ar, br, PREC, USE_DOT) + _mm(ai, bi, PREC, USE_DOT)
+    ri = _mm(ar, bi, PREC, USE_DOT) - _mm(ai, br, PREC, USE_DOT)
     return rr, ri
 
 
 @triton.jit
-def _monarch_fwd(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.constexpr):
+def _monarch_fwd(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.constexpr,
+                 USE_DOT: tl.constexpr = True):
     """Z = ((F1 @ x) ⊙ tw) @ F2 on an (N1, N2) tile: natural-order time in, permuted-order frequency out."""
-    br, bi = _cdot(f1r, f1i, xr.to(DOT), xi.to(DOT), PREC)  # (N1, N2): N1-point DFTs down the columns
+    br, bi = _cdot(f1r, f1i, xr.to(DOT), xi.to(DOT), PREC, USE_DOT)  # (N1, N2): N1-point DFTs down the columns
     cr = br * twr - bi * twi  # twiddle, fp32
     ci = br * twi + bi * twr
-    return _cdot(cr.to(DOT), ci.to(DOT), f2r, f2i, PREC)  # (N1, N2): N2-point DFTs along the rows
+    return _cdot(cr.to(DOT), ci.to(DOT), f2r, f2i, PREC, USE_DOT)  # (N1, N2): N2-point DFTs along the rows
 
 
 @triton.jit
-def _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.constexpr):
+def _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.constexpr,
+                 USE_DOT: tl.constexpr = True):
     """y = conj(F1) @ ((X @ conj(F2)) ⊙ conj(tw)): the adjoint (= inverse, for unitary F) of `_monarch_fwd`."""
-    er, ei = _cdot_conj_rhs(xr.to(DOT), xi.to(DOT), f2r, f2i, PREC)  # (N1, N2)
+    er, ei = _cdot_conj_rhs(xr.to(DOT), xi.to(DOT), f2r, f2i, PREC, USE_DOT)  # (N1, N2)
     cr = er * twr + ei * twi  # ⊙ conj(tw)
     ci = ei * twr - er * twi
-    return _cdot_conj_lhs(f1r, f1i, cr.to(DOT), ci.to(DOT), PREC)  # (N1, N2)
+    return _cdot_conj_lhs(f1r, f1i, cr.to(DOT), ci.to(DOT), PREC, USE_DOT)  # (N1, N2)
 
 
 @triton.jit
@@ -142,42 +206,258 @@ def _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1: tl.constexpr, N2: tl.constexpr, D
     return f1r, f1i, f2r, f2i, twr, twi
 
 
-@triton.jit
-def _load_pair(x_ptr, b0, h, H, L, n, mask_n, B):
-    """Rows 2p and 2p+1 of channel h as one complex tile (zero beyond L and for a missing odd partner)."""
-    base0 = (b0 * H + h) * L  # int64: b0 and h are int64
-    base1 = ((b0 + 1) * H + h) * L
-    xr = tl.load(x_ptr + base0 + n, mask=mask_n & (b0 < B), other=0.0)
-    xi = tl.load(x_ptr + base1 + n, mask=mask_n & (b0 + 1 < B), other=0.0)
-    return xr, xi
+# ---------------------------------------------------------------------------------------------------------------
+# The half-length real-FFT trick on an (N1, N2) tile of M = N/2 points (module docstring).
+# ---------------------------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _store_pair(x_ptr, yr, yi, b0, h, H, L, n, mask_n, B):
-    """Store Re to row 2p and Im to row 2p+1 of channel h, first L entries only."""
-    base0 = (b0 * H + h) * L
-    base1 = ((b0 + 1) * H + h) * L
-    tl.store(x_ptr + base0 + n, yr.to(x_ptr.dtype.element_ty), mask=mask_n & (b0 < B))
-    tl.store(x_ptr + base1 + n, yi.to(x_ptr.dtype.element_ty), mask=mask_n & (b0 + 1 < B))
+def _reversal(N1: tl.constexpr, N2: tl.constexpr):
+    """Gather indices of f → −f (mod M) in the permuted order f = f1 + N1·f2: rows first, then columns."""
+    a = tl.arange(0, N1)[:, None]
+    b = tl.arange(0, N2)[None, :]
+    i0 = (N1 - a) % N1 + b * 0  # (N1, N2): row f1 → −f1 mod N1
+    i1 = tl.where(a == 0, (N2 - b) % N2, N2 - 1 - b)  # column f2 → −f2 − (f1 ≠ 0) mod N2
+    return i0, i1
 
 
 @triton.jit
-def _gate(xr, xi, g_ptr, b0, h, H, L, n, mask_n, B):
-    """(xr, xi) ⊙ a gate's rows 2p (re) and 2p+1 (im), loaded like u (each row its own real gate); fp32."""
-    gr, gi = _load_pair(g_ptr, b0, h, H, L, n, mask_n, B)
-    return xr.to(tl.float32) * gr.to(tl.float32), xi.to(tl.float32) * gi.to(tl.float32)
+def _half_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT: tl.constexpr, PREC: tl.constexpr,
+              USE_DOT: tl.constexpr):
+    """N-point spectrum of the real row with even samples xe and odd samples xo ((N1, N2) tiles, fp32): X at the
+    permuted frequencies f and f + M, as (lo_r, lo_i, hi_r, hi_i) fp32 tiles, scaled by 1/√M."""
+    zr, zi = _monarch_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC, USE_DOT)  # Z = DFT_M(xe + i·xo)/√M
+    wr = tl.gather(tl.gather(zr, i0, 0), i1, 1)  # W = Z[−f]
+    wi = tl.gather(tl.gather(zi, i0, 0), i1, 1)
+    er = (zr + wr) * 0.5  # E = (Z + conj W)/2: spectrum of the even samples
+    ei = (zi - wi) * 0.5
+    o_r = (zi + wi) * 0.5  # O = (Z − conj W)/(2i): spectrum of the odd samples
+    o_i = (wr - zr) * 0.5
+    tr = hwr * o_r - hwi * o_i  # ω^f · O
+    ti = hwr * o_i + hwi * o_r
+    return er + tr, ei + ti, er - tr, ei - ti
 
 
 @triton.jit
-def _load_row(x_ptr, b, h, H, L, n, mask_n, B):
-    """Row b of channel h as a real (N1, N2) tile in fp32 (zero beyond L and for b ≥ B)."""
-    return tl.load(x_ptr + (b * H + h) * L + n, mask=mask_n & (b < B), other=0.0).to(tl.float32)
+def _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT: tl.constexpr, PREC: tl.constexpr,
+              USE_DOT: tl.constexpr):
+    """Inverse of `_half_fwd` for a Hermitian spectrum (Y_lo at f, Y_hi at f + M): (y even, y odd) fp32 tiles."""
+    er = (ylr + yhr) * 0.5  # E' = (Y_lo + Y_hi)/2
+    ei = (yli + yhi) * 0.5
+    dr = (ylr - yhr) * 0.5
+    di = (yli - yhi) * 0.5
+    o_r = dr * hwr + di * hwi  # O' = conj(ω^f)·(Y_lo − Y_hi)/2
+    o_i = di * hwr - dr * hwi
+    return _monarch_adj(er - o_i, ei + o_r, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC, USE_DOT)  # E' + i·O'
 
 
 @triton.jit
-def _store_row(x_ptr, y, b, h, H, L, n, mask_n, B):
-    """Store the first L entries of a real (N1, N2) tile to row b of channel h."""
-    tl.store(x_ptr + (b * H + h) * L + n, y.to(x_ptr.dtype.element_ty), mask=mask_n & (b < B))
+def _load_half(x_ptr, row, m, L, valid):
+    """Even and odd samples x[2m], x[2m+1] of one row (fp32 (N1, N2) tiles; zero beyond L and for invalid rows)."""
+    xe = tl.load(x_ptr + row + 2 * m, mask=(2 * m < L) & valid, other=0.0).to(tl.float32)
+    xo = tl.load(x_ptr + row + 2 * m + 1, mask=(2 * m + 1 < L) & valid, other=0.0).to(tl.float32)
+    return xe, xo
+
+
+@triton.jit
+def _store_half(x_ptr, ye, yo, row, m, L, valid):
+    """Store the even and odd samples of one row, the first L entries only."""
+    tl.store(x_ptr + row + 2 * m, _to_out(ye, x_ptr), mask=(2 * m < L) & valid)
+    tl.store(x_ptr + row + 2 * m + 1, _to_out(yo, x_ptr), mask=(2 * m + 1 < L) & valid)
+
+
+@triton.jit
+def _load_k_half(k_f_ptr, h, m, N: tl.constexpr, NORM: tl.constexpr):
+    """K at f and f + M from k_f (H, 2, N) (re plane: lo then hi; im plane likewise), scaled to max|K| < 1 when NORM;
+    returns the four tiles and the factor that undoes the scaling."""
+    M: tl.constexpr = N // 2
+    base = h.to(tl.int64) * 2 * N
+    klr = tl.load(k_f_ptr + base + m)
+    kli = tl.load(k_f_ptr + base + N + m)
+    khr = tl.load(k_f_ptr + base + M + m)
+    khi = tl.load(k_f_ptr + base + N + M + m)
+    inv = 1.0
+    if NORM:
+        s, inv = _pow2_scale(tl.maximum(_absmax(klr, kli), _absmax(khr, khi)))
+        klr, kli, khr, khi = klr * s, kli * s, khr * s, khi * s
+    return klr, kli, khr, khi, inv
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixed-FFT kernels. Grid: one program per (channel h, chunk of batch rows), flattened: pid = h·n_chunks + chunk.
+# (N1, N2) = default_sizes(N/2); GATED: y = post ⊙ conv(pre ⊙ u), gates loaded like u.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def flash_butterfly_fwd_kernel(
+    # pointers
+    u_ptr, y_ptr, pre_ptr, post_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, hw_ptr,
+    # sizes
+    B, H, L, n_chunks, rows_per_prog,
+    # meta-parameters
+    N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
+    NORM: tl.constexpr, USE_DOT: tl.constexpr,
+):
+    """y (B, H, L) = [post ⊙] first L of circular_N(pad([pre ⊙] u), k); u, gates, y contiguous (B, H, L)."""
+    M: tl.constexpr = N1 * N2
+    DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
+    pid = tl.program_id(0).to(tl.int64)
+    h = pid // n_chunks
+    chunk = pid % n_chunks
+    m = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2): time m = n1·N2+n2 / freq slot
+    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, DOT)
+    hwr = tl.load(hw_ptr + m)  # ω^f, fp32 (N1, N2)
+    hwi = tl.load(hw_ptr + M + m)
+    i0, i1 = _reversal(N1, N2)
+    klr, kli, khr, khi, inv_k = _load_k_half(k_f_ptr, h, m, 2 * M, NORM)
+    for r in range(0, rows_per_prog):
+        b = chunk * rows_per_prog + r
+        valid = b < B
+        row = _row_start(b, h, H, L)
+        xe, xo = _load_half(u_ptr, row, m, L, valid)
+        if GATED:
+            pe, po = _load_half(pre_ptr, row, m, L, valid)
+            xe, xo = xe * pe, xo * po  # v = pre ⊙ u
+        scale = inv_k
+        if NORM:
+            s, inv = _pow2_scale(_absmax(xe, xo))
+            xe, xo = xe * s, xo * s
+            scale = inv * inv_k
+        xlr, xli, xhr, xhi = _half_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC, USE_DOT)
+        ylr = xlr * klr - xli * kli  # X ⊙ K, both halves
+        yli = xlr * kli + xli * klr
+        yhr = xhr * khr - xhi * khi
+        yhi = xhr * khi + xhi * khr
+        ye, yo = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
+        ye, yo = ye * scale, yo * scale
+        if GATED:
+            qe, qo = _load_half(post_ptr, row, m, L, valid)
+            ye, yo = ye * qe, yo * qo  # y = post ⊙ conv(v, k)
+        _store_half(y_ptr, ye, yo, row, m, L, valid)
+
+
+@triton.jit
+def flash_butterfly_bwd_kernel(
+    # pointers
+    u_ptr, dy_ptr, pre_ptr, post_ptr, du_ptr, dpre_ptr, dpost_ptr, dk_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr,
+    hw_ptr,
+    # sizes
+    B, H, L, Lk, n_chunks, rows_per_prog, sqrt_M,
+    # meta-parameters
+    N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
+    COMPUTE_DU: tl.constexpr, COMPUTE_DK: tl.constexpr, COMPUTE_DPRE: tl.constexpr, COMPUTE_DPOST: tl.constexpr,
+    NORM: tl.constexpr, USE_DOT: tl.constexpr,
+):
+    """du, dpre, dpost (B, H, L) in u's dtype; dk_partial (n_chunks, H, Lk) fp32 = Σ_{b in chunk} corr(g_b, v_b)."""
+    M: tl.constexpr = N1 * N2
+    DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
+    NEED_DV: tl.constexpr = COMPUTE_DU or COMPUTE_DPRE  # gradient of v = pre ⊙ u
+    NEED_XV: tl.constexpr = COMPUTE_DK or COMPUTE_DPOST  # v's spectrum, recomputed
+    pid = tl.program_id(0).to(tl.int64)
+    h = pid // n_chunks
+    chunk = pid % n_chunks
+    m = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, DOT)
+    hwr = tl.load(hw_ptr + m)
+    hwi = tl.load(hw_ptr + M + m)
+    i0, i1 = _reversal(N1, N2)
+    klr, kli, khr, khi, inv_k = _load_k_half(k_f_ptr, h, m, 2 * M, NORM)
+    plr = tl.zeros((N1, N2), dtype=tl.float32)  # P = Σ conj(X_v) ⊙ X_g over the chunk's rows, both halves
+    pli = tl.zeros((N1, N2), dtype=tl.float32)
+    phr = tl.zeros((N1, N2), dtype=tl.float32)
+    phi = tl.zeros((N1, N2), dtype=tl.float32)
+    for r in range(0, rows_per_prog):
+        b = chunk * rows_per_prog + r
+        valid = b < B
+        row = _row_start(b, h, H, L)
+        ge, go = _load_half(dy_ptr, row, m, L, valid)
+        if GATED:
+            qe, qo = _load_half(post_ptr, row, m, L, valid)
+            ge, go = ge * qe, go * qo  # g = post ⊙ dy: the gradient of conv
+        inv_g = 1.0
+        if NORM:
+            s, inv_g = _pow2_scale(_absmax(ge, go))
+            ge, go = ge * s, go * s
+        glr, gli, ghr, ghi = _half_fwd(ge, go, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC, USE_DOT)
+        if NEED_DV:
+            xlr = glr * klr + gli * kli  # X_g ⊙ conj(K)
+            xli = gli * klr - glr * kli
+            xhr = ghr * khr + ghi * khi
+            xhi = ghi * khr - ghr * khi
+            de, do = _half_adj(xlr, xli, xhr, xhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
+            de, do = de * (inv_g * inv_k), do * (inv_g * inv_k)  # dv = corr(g, k)
+            if GATED:
+                if COMPUTE_DU:
+                    pe, po = _load_half(pre_ptr, row, m, L, valid)
+                    _store_half(du_ptr, de * pe, do * po, row, m, L, valid)  # du = pre ⊙ dv
+                if COMPUTE_DPRE:
+                    ue, uo = _load_half(u_ptr, row, m, L, valid)
+                    _store_half(dpre_ptr, de * ue, do * uo, row, m, L, valid)  # dpre = u ⊙ dv
+            else:
+                _store_half(du_ptr, de, do, row, m, L, valid)
+        if NEED_XV:
+            ve, vo = _load_half(u_ptr, row, m, L, valid)
+            if GATED:
+                pe, po = _load_half(pre_ptr, row, m, L, valid)
+                ve, vo = ve * pe, vo * po  # v = pre ⊙ u
+            inv_v = 1.0
+            if NORM:
+                s, inv_v = _pow2_scale(_absmax(ve, vo))
+                ve, vo = ve * s, vo * s
+            vlr, vli, vhr, vhi = _half_fwd(ve, vo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC,
+                                           USE_DOT)
+            if COMPUTE_DK:
+                c = inv_v * inv_g
+                plr += (vlr * glr + vli * gli) * c  # conj(X_v) ⊙ X_g
+                pli += (vlr * gli - vli * glr) * c
+                phr += (vhr * ghr + vhi * ghi) * c
+                phi += (vhr * ghi - vhi * ghr) * c
+            if COMPUTE_DPOST:
+                ylr = vlr * klr - vli * kli  # X_v ⊙ K
+                yli = vlr * kli + vli * klr
+                yhr = vhr * khr - vhi * khi
+                yhi = vhr * khi + vhi * khr
+                ce, co = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
+                ye, yo = _load_half(dy_ptr, row, m, L, valid)
+                c = inv_v * inv_k
+                _store_half(dpost_ptr, ye * ce * c, yo * co * c, row, m, L, valid)  # dpost = dy ⊙ conv(v, k)
+    if COMPUTE_DK:  # one inverse for the whole chunk, fp32 operands (ieee): P sums many products
+        g1r, g1i, g2r, g2i, gtr, gti = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, tl.float32)
+        ke, ko = _half_adj(plr, pli, phr, phi, g1r, g1i, g2r, g2i, gtr, gti, hwr, hwi, tl.float32, "ieee", USE_DOT)
+        row = _row_start(chunk, h, H, Lk)
+        tl.store(dk_ptr + row + 2 * m, ke * sqrt_M, mask=2 * m < Lk)
+        tl.store(dk_ptr + row + 2 * m + 1, ko * sqrt_M, mask=2 * m + 1 < Lk)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learned-forward kernels: u's forward transform uses learned blocks A1 (N1, N1), A2 (N2, N2) at blk*_ptr +
+# h·blk*_stride (stride 0: shared by all channels) on the N-point split (N1, N2) = default_sizes(N); k's spectrum
+# and the inverse stay exact. y = Re(F^{-1}(K ⊙ A(u))) row by row: each row is a real (N1, N2) tile (the first dot
+# of each pass is half price). Grid: one program per (channel h, chunk of rows).
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_row(x_ptr, row, n, L, valid):
+    """One row as a real (N1, N2) tile in fp32 (zero beyond L and for invalid rows)."""
+    return tl.load(x_ptr + row + n, mask=(n < L) & valid, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_row(x_ptr, y, row, n, L, valid):
+    """Store the first L entries of a real (N1, N2) tile to one row."""
+    tl.store(x_ptr + row + n, _to_out(y, x_ptr), mask=(n < L) & valid)
+
+
+@triton.jit
+def _scale_row(x, NORM: tl.constexpr):
+    """(x·s, 1/s) with s a power of two making max|x·s| ∈ [1/2, 1) when NORM, else (x, 1)."""
+    inv = 1.0
+    if NORM:
+        s, inv = _pow2_scale(tl.max(tl.abs(x)))
+        x = x * s
+    return x, inv
 
 
 @triton.jit
@@ -199,14 +479,14 @@ def _real_fwd(x, a1r, a1i, a2r, a2i, twr, twi, DOT: tl.constexpr, PREC: tl.const
     bi = tl.dot(a1i, xd, input_precision=PREC, out_dtype=tl.float32)
     cr = br * twr - bi * twi
     ci = br * twi + bi * twr
-    zr, zi = _cdot(cr.to(DOT), ci.to(DOT), a2r, a2i, PREC)  # (N1, N2)
+    zr, zi = _cdot(cr.to(DOT), ci.to(DOT), a2r, a2i, PREC, True)  # (N1, N2)
     return cr, ci, zr, zi
 
 
 @triton.jit
 def _real_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.constexpr):
     """Re of `_monarch_adj` (fixed unitary inverse pass): the last dot keeps only the real part (4 + 2 real dots)."""
-    er, ei = _cdot_conj_rhs(xr.to(DOT), xi.to(DOT), f2r, f2i, PREC)  # (N1, N2)
+    er, ei = _cdot_conj_rhs(xr.to(DOT), xi.to(DOT), f2r, f2i, PREC, True)  # (N1, N2)
     cr = er * twr + ei * twi  # ⊙ conj(tw)
     ci = ei * twr - er * twi
     y = tl.dot(f1r, cr.to(DOT), input_precision=PREC, out_dtype=tl.float32)  # Re(conj(F1) @ C)
@@ -215,124 +495,16 @@ def _real_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.
 
 
 @triton.jit
-def _dk_from_spectrum(Pr, Pi, dk_ptr, dft1_ptr, dft2_ptr, tw_ptr, chunk, h, H, Lk, n, sqrt_N,
-                      N1: tl.constexpr, N2: tl.constexpr):
-    """dk_partial[chunk, h] = √N · Re(adj(P))[:Lk] with fp32 operands (ieee): P sums many products."""
-    g1r, g1i, g2r, g2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, tl.float32)
-    dk = _real_adj(Pr, Pi, g1r, g1i, g2r, g2i, twr, twi, tl.float32, "ieee")
-    tl.store(dk_ptr + (chunk * H + h) * Lk + n, dk * sqrt_N, mask=n < Lk)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Fixed-FFT kernels (real-input trick: rows 2p, 2p+1 packed as re/im). Grid: one program per (channel h, chunk of
-# batch pairs), flattened: pid = h·n_chunks + chunk. GATED: y = post ⊙ conv(pre ⊙ u), gates loaded like u.
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def flash_butterfly_fwd_kernel(
-    # pointers
-    u_ptr, y_ptr, pre_ptr, post_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr,
-    # sizes
-    B, H, L, n_chunks, pairs_per_prog,
-    # meta-parameters
-    N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
-):
-    """y (B, H, L) = [post ⊙] first L of circular_N(pad([pre ⊙] u), k); u, gates, y contiguous (B, H, L)."""
-    N = N1 * N2  # constexpr
-    DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
-    pid = tl.program_id(0).to(tl.int64)
-    h = pid // n_chunks
-    chunk = pid % n_chunks
-    n = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2): time n1·N2+n2 / freq slot f1·N2+f2
-    mask_n = n < L
-    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, DOT)
-    Kr = tl.load(k_f_ptr + h * 2 * N + n)  # (N1, N2) fp32, k_f (H, 2, N) permuted order
-    Ki = tl.load(k_f_ptr + h * 2 * N + N + n)
-    for p in range(0, pairs_per_prog):
-        b0 = 2 * (chunk * pairs_per_prog + p)
-        ur, ui = _load_pair(u_ptr, b0, h, H, L, n, mask_n, B)
-        if GATED:
-            ur, ui = _gate(ur, ui, pre_ptr, b0, h, H, L, n, mask_n, B)  # v = pre ⊙ u
-        zr, zi = _monarch_fwd(ur, ui, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-        yr = zr * Kr - zi * Ki  # Z ⊙ K
-        yi = zr * Ki + zi * Kr
-        yr, yi = _monarch_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-        if GATED:
-            yr, yi = _gate(yr, yi, post_ptr, b0, h, H, L, n, mask_n, B)  # y = post ⊙ conv(v, k)
-        _store_pair(y_ptr, yr, yi, b0, h, H, L, n, mask_n, B)
-
-
-@triton.jit
-def flash_butterfly_bwd_kernel(
-    # pointers
-    u_ptr, dy_ptr, pre_ptr, post_ptr, du_ptr, dpre_ptr, dpost_ptr, dk_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr,
-    # sizes
-    B, H, L, Lk, n_chunks, pairs_per_prog, sqrt_N,
-    # meta-parameters
-    N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
-    COMPUTE_DU: tl.constexpr, COMPUTE_DK: tl.constexpr, COMPUTE_DPRE: tl.constexpr, COMPUTE_DPOST: tl.constexpr,
-):
-    """du, dpre, dpost (B, H, L) in u's dtype; dk_partial (n_chunks, H, Lk) fp32 = Σ_{b in chunk} corr(g_b, v_b)."""
-    N = N1 * N2  # constexpr
-    DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
-    NEED_DV: tl.constexpr = COMPUTE_DU or COMPUTE_DPRE  # gradient of v = pre ⊙ u
-    NEED_ZV: tl.constexpr = COMPUTE_DK or COMPUTE_DPOST  # v's spectrum, recomputed
-    pid = tl.program_id(0).to(tl.int64)
-    h = pid // n_chunks
-    chunk = pid % n_chunks
-    n = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    mask_n = n < L
-    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, DOT)
-    Kr = tl.load(k_f_ptr + h * 2 * N + n)  # (N1, N2) fp32
-    Ki = tl.load(k_f_ptr + h * 2 * N + N + n)
-    Pr = tl.zeros((N1, N2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg over the chunk's pairs
-    Pi = tl.zeros((N1, N2), dtype=tl.float32)
-    for p in range(0, pairs_per_prog):
-        b0 = 2 * (chunk * pairs_per_prog + p)
-        dyr, dyi = _load_pair(dy_ptr, b0, h, H, L, n, mask_n, B)
-        gr, gi = dyr, dyi
-        if GATED:
-            gr, gi = _gate(gr, gi, post_ptr, b0, h, H, L, n, mask_n, B)  # g = post ⊙ dy: the gradient of conv
-        gr, gi = _monarch_fwd(gr, gi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zg
-        if NEED_DV:
-            xr = gr * Kr + gi * Ki  # Zg ⊙ conj(K)
-            xi = gi * Kr - gr * Ki
-            xr, xi = _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # dv = corr(g, k)
-            if GATED:
-                if COMPUTE_DU:
-                    wr, wi = _gate(xr, xi, pre_ptr, b0, h, H, L, n, mask_n, B)  # du = pre ⊙ dv
-                    _store_pair(du_ptr, wr, wi, b0, h, H, L, n, mask_n, B)
-                if COMPUTE_DPRE:
-                    wr, wi = _gate(xr, xi, u_ptr, b0, h, H, L, n, mask_n, B)  # dpre = u ⊙ dv
-                    _store_pair(dpre_ptr, wr, wi, b0, h, H, L, n, mask_n, B)
-            else:
-                _store_pair(du_ptr, xr, xi, b0, h, H, L, n, mask_n, B)
-        if NEED_ZV:
-            ur, ui = _load_pair(u_ptr, b0, h, H, L, n, mask_n, B)
-            if GATED:
-                ur, ui = _gate(ur, ui, pre_ptr, b0, h, H, L, n, mask_n, B)  # v = pre ⊙ u
-            ur, ui = _monarch_fwd(ur, ui, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zv
-            if COMPUTE_DK:
-                Pr += ur * gr + ui * gi  # conj(Zv) ⊙ Zg
-                Pi += ur * gi - ui * gr
-            if COMPUTE_DPOST:
-                yr = ur * Kr - ui * Ki  # Zv ⊙ K
-                yi = ur * Ki + ui * Kr
-                yr, yi = _monarch_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # conv(v, k), recomputed
-                yr, yi = _gate(yr, yi, dy_ptr, b0, h, H, L, n, mask_n, B)  # dpost = dy ⊙ conv(v, k)
-                _store_pair(dpost_ptr, yr, yi, b0, h, H, L, n, mask_n, B)
-    if COMPUTE_DK:  # one inverse pass for the whole chunk: Re of the inverse of Σ conj(Zv) ⊙ Zg is corr_a + corr_b
-        _dk_from_spectrum(Pr, Pi, dk_ptr, dft1_ptr, dft2_ptr, tw_ptr, chunk, h, H, Lk, n, sqrt_N, N1, N2)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Learned-forward kernels: u's forward transform uses learned blocks A1 (N1, N1), A2 (N2, N2) at blk*_ptr +
-# h·blk*_stride (stride 0: shared by all channels); k's spectrum and the inverse stay exact. The output is
-# y = Re(F^{-1}(K ⊙ A(u))) row by row: A(u) is not Hermitian, so two rows cannot share one complex pass (the
-# real-input trick would mix batch elements); each row is a real tile (the first dot of each pass is half price).
-# Grid: one program per (channel h, chunk of rows).
-# ---------------------------------------------------------------------------------------------------------------
+def _load_k_full(k_f_ptr, h, n, N: tl.constexpr, NORM: tl.constexpr):
+    """K = k_f[h] (re, im (N1, N2) tiles in the N-point permuted order) scaled to max|K| < 1 when NORM, and 1/scale."""
+    base = h.to(tl.int64) * 2 * N
+    kr = tl.load(k_f_ptr + base + n)
+    ki = tl.load(k_f_ptr + base + N + n)
+    inv = 1.0
+    if NORM:
+        s, inv = _pow2_scale(_absmax(kr, ki))
+        kr, ki = kr * s, ki * s
+    return kr, ki, inv
 
 
 @triton.jit
@@ -345,32 +517,34 @@ def learned_fwd_kernel(
     blk1_stride, blk2_stride,
     # meta-parameters
     N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
+    NORM: tl.constexpr,
 ):
     """y (B, H, L) = [post ⊙] Re(F^{-1}(K ⊙ A([pre ⊙] u)))[:L] row by row; A = learned Monarch pass."""
-    N = N1 * N2  # constexpr
+    N: tl.constexpr = N1 * N2
     DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
     pid = tl.program_id(0).to(tl.int64)
     h = pid // n_chunks
     chunk = pid % n_chunks
     n = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    mask_n = n < L
     f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, DOT)  # fixed: the inverse
     a1r, a1i = _load_block(blk1_ptr + h * blk1_stride, N1, DOT, False)  # learned A1, A2
     a2r, a2i = _load_block(blk2_ptr + h * blk2_stride, N2, DOT, False)
-    Kr = tl.load(k_f_ptr + h * 2 * N + n)  # (N1, N2) fp32
-    Ki = tl.load(k_f_ptr + h * 2 * N + N + n)
+    Kr, Ki, inv_k = _load_k_full(k_f_ptr, h, n, N, NORM)
     for r in range(0, rows_per_prog):
         b = chunk * rows_per_prog + r
-        v = _load_row(u_ptr, b, h, H, L, n, mask_n, B)
+        valid = b < B
+        row = _row_start(b, h, H, L)
+        v = _load_row(u_ptr, row, n, L, valid)
         if GATED:
-            v = v * _load_row(pre_ptr, b, h, H, L, n, mask_n, B)
+            v = v * _load_row(pre_ptr, row, n, L, valid)
+        v, inv_v = _scale_row(v, NORM)
         _, _, zr, zi = _real_fwd(v, a1r, a1i, a2r, a2i, twr, twi, DOT, PREC)
         yr = zr * Kr - zi * Ki  # Z ⊙ K
         yi = zr * Ki + zi * Kr
-        y = _real_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
+        y = _real_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC) * (inv_v * inv_k)
         if GATED:
-            y = y * _load_row(post_ptr, b, h, H, L, n, mask_n, B)
-        _store_row(y_ptr, y, b, h, H, L, n, mask_n, B)
+            y = y * _load_row(post_ptr, row, n, L, valid)
+        _store_row(y_ptr, y, row, n, L, valid)
 
 
 @triton.jit
@@ -385,10 +559,10 @@ def learned_bwd_kernel(
     # meta-parameters
     N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
     COMPUTE_DU: tl.constexpr, COMPUTE_DK: tl.constexpr, COMPUTE_DPRE: tl.constexpr, COMPUTE_DPOST: tl.constexpr,
-    COMPUTE_DBLK: tl.constexpr,
+    COMPUTE_DBLK: tl.constexpr, NORM: tl.constexpr,
 ):
     """du, dpre, dpost (B, H, L); dk_partial (n_chunks, H, Lk), dblk1/2_partial (n_chunks, H, 2, M, M) fp32."""
-    N = N1 * N2  # constexpr
+    N: tl.constexpr = N1 * N2
     DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
     NEED_DV: tl.constexpr = COMPUTE_DU or COMPUTE_DPRE or COMPUTE_DBLK  # gradient of v = pre ⊙ u
     NEED_ZV: tl.constexpr = COMPUTE_DK or COMPUTE_DPOST or COMPUTE_DBLK  # v's spectrum, recomputed
@@ -396,14 +570,12 @@ def learned_bwd_kernel(
     h = pid // n_chunks
     chunk = pid % n_chunks
     n = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
-    mask_n = n < L
     f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, DOT)
     a1r, a1i = _load_block(blk1_ptr + h * blk1_stride, N1, DOT, False)  # A1
     a2r, a2i = _load_block(blk2_ptr + h * blk2_stride, N2, DOT, False)  # A2
     t1r, t1i = _load_block(blk1_ptr + h * blk1_stride, N1, DOT, True)  # A1^T (conjugated inside the dots)
     t2r, t2i = _load_block(blk2_ptr + h * blk2_stride, N2, DOT, True)  # A2^T
-    Kr = tl.load(k_f_ptr + h * 2 * N + n)  # (N1, N2) fp32
-    Ki = tl.load(k_f_ptr + h * 2 * N + N + n)
+    Kr, Ki, inv_k = _load_k_full(k_f_ptr, h, n, N, NORM)
     Pr = tl.zeros((N1, N2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg → dk
     Pi = tl.zeros((N1, N2), dtype=tl.float32)
     G1r = tl.zeros((N1, N1), dtype=tl.float32)  # Σ gB @ v^T → dA1
@@ -412,60 +584,69 @@ def learned_bwd_kernel(
     G2i = tl.zeros((N2, N2), dtype=tl.float32)
     for r in range(0, rows_per_prog):
         b = chunk * rows_per_prog + r
-        dy = _load_row(dy_ptr, b, h, H, L, n, mask_n, B)
+        valid = b < B
+        row = _row_start(b, h, H, L)
+        dy = _load_row(dy_ptr, row, n, L, valid)
         g = dy
         if GATED:
-            g = g * _load_row(post_ptr, b, h, H, L, n, mask_n, B)  # g = post ⊙ dy
+            g = g * _load_row(post_ptr, row, n, L, valid)  # g = post ⊙ dy
+        g, inv_g = _scale_row(g, NORM)
         _, _, gr, gi = _real_fwd(g, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zg = F g: gradient of Y = Z ⊙ K
-        u = _load_row(u_ptr, b, h, H, L, n, mask_n, B)  # (dead loads are removed when no output needs them)
+        u = _load_row(u_ptr, row, n, L, valid)  # (dead loads are removed when no output needs them)
         v = u
         pre = u
         if GATED:
-            pre = _load_row(pre_ptr, b, h, H, L, n, mask_n, B)
+            pre = _load_row(pre_ptr, row, n, L, valid)
             v = u * pre  # v = pre ⊙ u
+        v, inv_v = _scale_row(v, NORM)
         if NEED_DV:
             xr = gr * Kr + gi * Ki  # gZ = Zg ⊙ conj(K)
             xi = gi * Kr - gr * Ki
-            er, ei = _cdot_conj_rhs(xr.to(DOT), xi.to(DOT), t2r, t2i, PREC)  # gZ @ A2^H   (N1, N2)
+            er, ei = _cdot_conj_rhs(xr.to(DOT), xi.to(DOT), t2r, t2i, PREC, True)  # gZ @ A2^H   (N1, N2)
             br = er * twr + ei * twi  # gB = (gZ @ A2^H) ⊙ conj(tw)
             bi = ei * twr - er * twi
             dv = tl.dot(t1r, br.to(DOT), input_precision=PREC, out_dtype=tl.float32)  # Re(A1^H @ gB)
             dv += tl.dot(t1i, bi.to(DOT), input_precision=PREC, out_dtype=tl.float32)
+            dv = dv * (inv_g * inv_k)
             if GATED:
                 if COMPUTE_DU:
-                    _store_row(du_ptr, dv * pre, b, h, H, L, n, mask_n, B)  # du = pre ⊙ dv
+                    _store_row(du_ptr, dv * pre, row, n, L, valid)  # du = pre ⊙ dv
                 if COMPUTE_DPRE:
-                    _store_row(dpre_ptr, dv * u, b, h, H, L, n, mask_n, B)  # dpre = u ⊙ dv
+                    _store_row(dpre_ptr, dv * u, row, n, L, valid)  # dpre = u ⊙ dv
             else:
                 if COMPUTE_DU:
-                    _store_row(du_ptr, dv, b, h, H, L, n, mask_n, B)
+                    _store_row(du_ptr, dv, row, n, L, valid)
         if NEED_ZV:
             cr, ci, zr, zi = _real_fwd(v, a1r, a1i, a2r, a2i, twr, twi, DOT, PREC)  # C, Zv = C @ A2
             if COMPUTE_DK:
-                Pr += zr * gr + zi * gi  # conj(Zv) ⊙ Zg
-                Pi += zr * gi - zi * gr
+                c = inv_v * inv_g
+                Pr += (zr * gr + zi * gi) * c  # conj(Zv) ⊙ Zg
+                Pi += (zr * gi - zi * gr) * c
             if COMPUTE_DPOST:
                 yr = zr * Kr - zi * Ki  # Zv ⊙ K
                 yi = zr * Ki + zi * Kr
                 c = _real_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # conv, recomputed
-                _store_row(dpost_ptr, c * dy, b, h, H, L, n, mask_n, B)  # dpost = dy ⊙ conv
+                _store_row(dpost_ptr, c * dy * (inv_v * inv_k), row, n, L, valid)  # dpost = dy ⊙ conv
             if COMPUTE_DBLK:
+                c = inv_v * inv_g * inv_k
                 qr, qi = _cdot_conj_lhs(tl.trans(cr.to(DOT)), tl.trans(ci.to(DOT)), xr.to(DOT), xi.to(DOT),
-                                        PREC)  # C^H @ gZ   (N2, N1)·(N1, N2)
-                G2r += qr
-                G2i += qi
+                                        PREC, True)  # C^H @ gZ   (N2, N1)·(N1, N2)
+                G2r += qr * c
+                G2i += qi * c
                 vt = tl.trans(v.to(DOT))  # (N2, N1)
-                G1r += tl.dot(br.to(DOT), vt, input_precision=PREC, out_dtype=tl.float32)  # gB @ v^T
-                G1i += tl.dot(bi.to(DOT), vt, input_precision=PREC, out_dtype=tl.float32)
-    if COMPUTE_DK:
-        _dk_from_spectrum(Pr, Pi, dk_ptr, dft1_ptr, dft2_ptr, tw_ptr, chunk, h, H, Lk, n, sqrt_N, N1, N2)
+                G1r += tl.dot(br.to(DOT), vt, input_precision=PREC, out_dtype=tl.float32) * c  # gB @ v^T
+                G1i += tl.dot(bi.to(DOT), vt, input_precision=PREC, out_dtype=tl.float32) * c
+    if COMPUTE_DK:  # dk_partial[chunk, h] = √N · Re(adj(P))[:Lk], fp32 operands (ieee): P sums many products
+        g1r, g1i, g2r, g2i, gtr, gti = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, tl.float32)
+        dk = _real_adj(Pr, Pi, g1r, g1i, g2r, g2i, gtr, gti, tl.float32, "ieee")
+        tl.store(dk_ptr + _row_start(chunk, h, H, Lk) + n, dk * sqrt_N, mask=n < Lk)
     if COMPUTE_DBLK:
         r1 = tl.arange(0, N1)
         r2 = tl.arange(0, N2)
         i11 = r1[:, None] * N1 + r1[None, :]  # (N1, N1)
         i22 = r2[:, None] * N2 + r2[None, :]  # (N2, N2)
-        base1 = (chunk * H + h) * 2 * N1 * N1
-        base2 = (chunk * H + h) * 2 * N2 * N2
+        base1 = _row_start(chunk, h, H, 2 * N1 * N1)
+        base2 = _row_start(chunk, h, H, 2 * N2 * N2)
         tl.store(dblk1_ptr + base1 + i11, G1r)
         tl.store(dblk1_ptr + base1 + N1 * N1 + i11, G1i)
         tl.store(dblk2_ptr + base2 + i22, G2r)

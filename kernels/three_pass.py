@@ -19,10 +19,14 @@ Maths (n = n0·M + m in time, f = f0 + N0·g in frequency; F_K = K-point DFT, ω
 ----------------------------------------------------------------------------------------------
     X[f0 + N0·g] = Σ_m ω_M^{m·g} · [ ω_N^{f0·m} · Σ_{n0} ω_{N0}^{f0·n0} · x[n0·M + m] ]
                  = FFT_M over m of row f0 of  C = (F_N0 @ x.reshape(N0, M)) ⊙ twiddle(N0, M).
-So, with z a complex sequence (two real batch rows packed as re/im, as in the fused kernel) zero-padded to N:
-    pass 1 (outer Butterfly):  C[f0, m] = twiddle[f0, m] · Σ_{n0} F0[f0, n0] · z[n0·M + m]     F0 = F_N0/√N0
-    pass 2 (N0 inner convs):   D[f0, :] = adj_M( fwd_M(C[f0, :]) ⊙ k_f[f0·M : (f0+1)·M] )    fused, on chip
-    pass 3 (outer pass back):  y[n0·M + m] = Σ_{f0} conj(F0[n0, f0]) · conj(twiddle[f0, m]) · D[f0, m]
+For a real row x the DFT is Hermitian, and so is every stage: C[N0 − f0, m] = conj C[f0, m] (and likewise after
+the inner convolutions), so only the outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of them) are computed and stored; the
+others are their conjugates. Each batch row is its own sequence (no packing of two rows: a NaN or a huge value in
+one sample cannot reach another), zero-padded to N:
+    pass 1 (outer Butterfly):  C[f0, m] = twiddle[f0, m] · Σ_{n0} F0[f0, n0] · x[n0·M + m],  f0 < R     F0 = F_N0/√N0
+    pass 2 (R inner convs):    D[f0, :] = adj_M( fwd_M(C[f0, :]) ⊙ k_f[f0·M : (f0+1)·M] )    fused, on chip
+    pass 3 (outer pass back):  y[n0·M + m] = Re Σ_{f0 < N0} conj(F0[n0, f0]) · T[f0, m],  T = conj(twiddle) ⊙ D,
+                               T[f0] = conj T[N0 − f0] for f0 ≥ R (read from row N0 − f0)
 fwd_M / adj_M are the unitary two-factor Monarch passes of the fused kernel (M = M1·M2, default_sizes(M)); k_f is
 the unscaled FFT of k in the permuted order of the sizes (N0, M1, M2) (lconv.butterfly.k_f_permuted): row f0 of the
 outer pass gets its own complex spectrum segment. Every factor is unitary, so pass 3 ∘ (⊙ k_f) ∘ pass 1 is exactly
@@ -38,12 +42,21 @@ Backward (g = postgate ⊙ dy, v = pregate ⊙ u, both zero-padded):
     dv = adj(fwd(g) ⊙ conj(k_f))                         (passes 1, 2, 3 on g)
     du = pregate ⊙ dv, dpregate = u ⊙ dv                  (fused in pass 3's store)
     dpostgate = dy ⊙ w, w = conv(v, k) saved by the forward (fused in pass 1's load of dy)
-    dk = √N · Re(adj(Σ_pairs conj(fwd(v)) ⊙ fwd(g)))[:Lk] (fwd(v) from pass 1 on u; the spectrum sum in pass 2,
-         fp32, per chunk of pairs; chunks summed and the (H, N) inverse FFT done by PyTorch: no batch dimension left)
+    dk = √N · Re(adj(Σ_rows conj(fwd(v)) ⊙ fwd(g)))[:Lk] (fwd(v) from pass 1 on u; the spectrum sum in pass 2,
+         fp32, per chunk of rows; chunks summed, the spectrum completed by its symmetry and the (H, N) inverse FFT
+         done by PyTorch: no batch dimension left)
 
-Memory: intermediate buffers between the passes are fp32 complex planes, (⌈B/2⌉, H, 2, N) fp32 = 4 bytes per input
-element (pass 2 works in place). Forward: one buffer (+ w (B, H, L) in u's dtype when postgate needs a gradient).
-Backward: up to two buffers (g's and v's spectra) + (n_chunks, H, 2, N) fp32 for dk. All offsets are int64.
+Memory: intermediate buffers between the passes are fp32 complex planes of the R stored outer rows,
+(B, H, 2, R·M) fp32 = 4·(1 + 2/N0) bytes per input element (the packed-pair design it replaces had 4; +12.5 % at
+N0 = 16, +0.8 % at N0 = 256; pass 2 works in place). Forward: one buffer (+ w (B, H, L) in u's dtype when postgate
+needs a gradient). Backward: up to two buffers (g's and v's spectra) + (n_chunks, H, 2, R·M) fp32 for dk. All
+offsets are int64 (`_row_start`): B·H·N may exceed 2^31.
+
+Numerics of fp16/bf16 (as in the fused kernel): pass 2 scales every inner row it loads, and its k_f segment, by
+powers of two to max |·| ∈ [1/2, 1) before any rounding to the dot dtype, pass 3 scales each chunk of KB outer rows
+the same way, pass 1 each chunk of gated inputs; the scales are undone in fp32. Every value rounded to fp16 is then
+at most 2√M (128), so no intermediate overflows for any finite input; the output is finite wherever its exact value
+fits the dtype.
 
 Caveats (honest)
 ----------------
@@ -51,8 +64,10 @@ Caveats (honest)
   convolution up to 128K (2.17× at 8K, 1.5× at 64K–128K, fp16) and is slower from 256K (0.4× at 1M), where the two
   outer passes over the fp32 intermediate dominate (results/ holds the timings). Pass 2 uses the fused kernel's
   launch settings for M (kernels.conv.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to 2.8 ms. The
-  outer passes have not been tuned. Compiled for sm_90a without a GPU (triton 3.8 triton.compile + ptxas -v,
-  pointers 16-byte aligned):
+  outer passes have not been tuned. Shared memory per block of this version (fp16, compiled for sm_86 and sm_90
+  without a GPU): passes 1 and 3 ≤ 32 KB, pass 2 and its backward ≤ 48 KB (M = 4096): every N fits the ~99 KB
+  of consumer and inference GPUs. Registers of the packed-pair version (not re-measured), compiled for sm_90a
+  without a GPU (triton 3.8 triton.compile + ptxas -v, pointers 16-byte aligned):
     fp16/bf16  pass 1: 50 regs (N0 = 16), 92 (N0 = 32), 86 (N0 = 64), 189 (N0 = 256), no spills, ≤ 32 KB shared;
                pass 3 (gate + second output): 122–210 regs, no spills;
                pass 2 (inner conv): M = 512: 80 regs, 1K: 211, 2K: 162, no spills; M = 4096: 255 regs and
@@ -63,10 +78,14 @@ Caveats (honest)
                cut pass 2's spills to ~4 KB at 4K (200 KB shared) but is untested numerically, so not used.
 - The twiddle table (2, N0, M) fp32 (8 bytes per FFT point, 8 MB at 1M) is read by every pass-1/3 program: from
   L2 in practice, but it is traffic the fused kernel does not have.
-- fp16/bf16: the intermediate buffers are fp32, but every tl.dot operand is rounded to the input dtype (tensor cores);
-  errors are a few ulps of the input dtype. fp32 inputs use input_precision="ieee" (no tensor cores). Under the
-  interpreter bf16 dots run in fp32 (its bf16 tl.dot is wrong).
-- Pass 1 and pass 3 launch one program per (batch pair, channel, column block); no software pipelining (num_stages=1).
+- fp16/bf16: the intermediate buffers are fp32, but every tl.dot operand is rounded to the input dtype (tensor cores,
+  after the scaling above); errors are a few ulps of the input dtype.
+- The per-row design (this version) has not been timed on a GPU (the timings in results/ are of the packed-pair
+  kernels): per row the outer passes do the same dot work as before (real operands, half the complex work per
+  row), pass 2 does R/(N0/2) = 1 + 2/N0 times the inner convolutions, and the buffers grow by the same factor.
+- fp32 inputs use input_precision="ieee" (no tensor cores). Under the interpreter bf16 dots run in fp32 (its bf16
+  tl.dot is wrong) and bf16 stores are rounded to nearest by hand (it truncates).
+- Pass 1 and pass 3 launch one program per (batch row, channel, column block); no software pipelining (num_stages=1).
 """
 from __future__ import annotations
 
@@ -81,7 +100,8 @@ try:
     import triton
     import triton.language as tl
 
-    from kernels.flash_butterfly import _cdot, _cdot_conj_lhs, _load_plan, _monarch_adj, _monarch_fwd
+    from kernels.flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start,
+                                         _to_out)
 
     HAS_TRITON = True
 except ImportError:  # no triton: the reference runs everywhere
@@ -129,36 +149,37 @@ def three_pass_reference(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None,
     """postgate ⊙ (first L of the N-point circular conv of zero-padded pregate ⊙ u and k), by the three passes.
 
     u (B, H, L), k (H, Lk), L, Lk ≤ N (any N = N0·M with a power-of-two M ≥ 16; sizes from three_pass_sizes when N
-    is a three-pass size, else (16, default_sizes(N/16))). Differentiable; returns u's dtype.
+    is a three-pass size, else (16, default_sizes(N/16))). Row by row, outer rows 0 … N0/2 only (module docstring).
+    Differentiable; returns u's dtype.
     """
     N0, M1, M2 = three_pass_sizes(N) if N in THREE_PASS_N else (16, *butterfly.default_sizes(N // 16))
-    M = M1 * M2
+    M, R = M1 * M2, N0 // 2 + 1
     B, H, L = u.shape
     if L > N or k.shape[-1] > N:
         raise ValueError(f"L={L} and Lk={k.shape[-1]} must be ≤ N={N}")
     rdt = torch.float64 if u.dtype == torch.float64 else torch.float32
     cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
     v = u.to(rdt) if pregate is None else u.to(rdt) * pregate.to(rdt)  # (B, H, L)
-    z = butterfly.pack_pairs(v)  # (P, H, L) complex, P = ⌈B/2⌉
-    z = torch.cat([z, z.new_zeros(*z.shape[:-1], N - L)], dim=-1)  # (P, H, N): zero padding
+    x = torch.cat([v, v.new_zeros(B, H, N - L)], dim=-1).reshape(B, H, N0, M)  # (B, H, N0, M): zero padding
     F0 = butterfly.dft_matrix(N0, dtype=cdt, device=u.device) / math.sqrt(N0)  # (N0, N0) unitary, symmetric
-    tw = butterfly.twiddle(N0, M, dtype=cdt, device=u.device)  # (N0, M)
-    # pass 1: N0-point DFT across the M-strided rows, then twiddles
-    C = (F0 @ z.reshape(*z.shape[:-1], N0, M)) * tw  # (P, H, N0, M)
-    # pass 2: N0 independent inner FFT convolutions, row f0 with its own segment of k_f
-    k_f = butterfly.k_f_permuted(k.to(rdt), N, (N0, M1, M2)).reshape(H, N0, M)  # (H, N0, M) permuted order
-    Z = butterfly.monarch_fft(C, (M1, M2), permuted=True, norm="ortho")  # (P, H, N0, M)
-    D = butterfly.monarch_ifft(Z * k_f, (M1, M2), permuted=True, norm="ortho")  # (P, H, N0, M)
-    # pass 3: back across the rows
-    y = (F0.conj() @ (D * tw.conj())).reshape(*z.shape)[..., :L]  # (P, H, L)
-    y = butterfly.unpack_pairs(y, B)  # (B, H, L)
+    tw = butterfly.twiddle(N0, M, dtype=cdt, device=u.device)[:R]  # (R, M)
+    # pass 1: N0-point DFT across the M-strided rows, rows f0 ≤ N0/2 only, then twiddles
+    C = (F0[:R] @ x.to(cdt)) * tw  # (B, H, R, M)
+    # pass 2: R independent inner FFT convolutions, row f0 with its own segment of k_f
+    k_f = butterfly.k_f_permuted(k.to(rdt), N, (N0, M1, M2)).reshape(H, N0, M)[:, :R]  # (H, R, M) permuted order
+    Z = butterfly.monarch_fft(C, (M1, M2), permuted=True, norm="ortho")  # (B, H, R, M)
+    D = butterfly.monarch_ifft(Z * k_f, (M1, M2), permuted=True, norm="ortho")  # (B, H, R, M)
+    # pass 3: back across the rows; rows R … N0−1 are the conjugates of rows N0/2−1 … 1
+    T = D * tw.conj()  # (B, H, R, M)
+    T = torch.cat([T, T[..., 1:N0 - R + 1, :].flip(-2).conj()], dim=-2)  # (B, H, N0, M)
+    y = (F0.conj() @ T).real.reshape(B, H, N)[..., :L]  # (B, H, L)
     if postgate is not None:
         y = y * postgate.to(rdt)
     return y.to(u.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Triton kernels. Complex values are separate re/im planes; buffers between the passes are (P, H, 2, N) fp32.
+# Triton kernels. Complex values are separate re/im planes; buffers between the passes are (B, H, 2, R·M) fp32.
 # ---------------------------------------------------------------------------------------------------------------
 
 if HAS_TRITON:
@@ -171,54 +192,53 @@ if HAS_TRITON:
         B, H, L, n_mblocks,
         # meta-parameters
         N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE: tl.constexpr,
-        HAS_DGATE: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+        HAS_DGATE: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr,
     ):
-        """Pass 1: z[p, h, :, f0·M + m] = tw[f0, m] · Σ_n0 F0[f0, n0] · (gate ⊙ x)_pair p[n0·M + m].
+        """Pass 1: z[b, h, :, f0·M + m] = tw[f0, m] · Σ_n0 F0[f0, n0] · (gate ⊙ x)[b, h, n0·M + m] for f0 ≤ N0/2.
 
-        One program per (pair p, channel h, block of BM columns m). Optionally also stores dgate = x ⊙ w (the
+        One program per (row b, channel h, block of BM columns m). Optionally also stores dgate = x ⊙ w (the
         postgate gradient dy ⊙ w, fused into the load of dy).
         """
-        N = N0 * M  # constexpr
+        R: tl.constexpr = N0 // 2 + 1  # outer rows stored
+        RM: tl.constexpr = R * M
         DOT = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
         pid = tl.program_id(0).to(tl.int64)
         mb = pid % n_mblocks
-        ph = pid // n_mblocks  # p·H + h
-        h = ph % H
-        p = ph // H
-        b0 = 2 * p
-        base0 = (b0 * H + h) * L  # int64 row offsets of the pair's two real rows
-        base1 = base0 + H * L
+        bh = pid // n_mblocks  # b·H + h
+        h = bh % H
+        b = bh // H
+        row = _row_start(b, h, H, L)
         m = mb * BM + tl.arange(0, BM)  # (BM,) columns
-        f0 = tl.arange(0, N0)  # (N0,) output rows
+        f0 = tl.arange(0, N0)  # (N0,) output rows (only f0 < R are stored)
         accr = tl.zeros((N0, BM), dtype=tl.float32)
         acci = tl.zeros((N0, BM), dtype=tl.float32)
         for kb in tl.static_range(0, N0, KB):
             n0 = kb + tl.arange(0, KB)  # (KB,) input rows of this chunk
             n = n0[:, None] * M + m[None, :]  # (KB, BM) time index n0·M + m
-            mask0 = (n < L) & (b0 < B)
-            mask1 = (n < L) & (b0 + 1 < B)
-            xr = tl.load(x_ptr + base0 + n, mask=mask0, other=0.0).to(tl.float32)
-            xi = tl.load(x_ptr + base1 + n, mask=mask1, other=0.0).to(tl.float32)
+            mask = (n < L) & (b < B)
+            x = tl.load(x_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
             if HAS_DGATE:  # dpostgate = dy ⊙ w on the raw dy, before the gate
-                wr = tl.load(w_ptr + base0 + n, mask=mask0, other=0.0).to(tl.float32)
-                wi = tl.load(w_ptr + base1 + n, mask=mask1, other=0.0).to(tl.float32)
-                tl.store(dgate_ptr + base0 + n, (xr * wr).to(dgate_ptr.dtype.element_ty), mask=mask0)
-                tl.store(dgate_ptr + base1 + n, (xi * wi).to(dgate_ptr.dtype.element_ty), mask=mask1)
+                w = tl.load(w_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+                tl.store(dgate_ptr + row + n, _to_out(x * w, dgate_ptr), mask=mask)
+            inv = 1.0
             if HAS_GATE:
-                xr *= tl.load(gate_ptr + base0 + n, mask=mask0, other=0.0).to(tl.float32)
-                xi *= tl.load(gate_ptr + base1 + n, mask=mask1, other=0.0).to(tl.float32)
+                x *= tl.load(gate_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+                if NORM:  # gate ⊙ x may leave the dtype's range: scale the chunk by a power of two
+                    s, inv = _pow2_scale(tl.max(tl.abs(x)))
+                    x = x * s
             fidx = f0[:, None] * N0 + n0[None, :]  # (N0, KB)
             fr = tl.load(dft_ptr + fidx).to(DOT)
             fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
-            ar, ai = _cdot(fr, fi, xr.to(DOT), xi.to(DOT), PREC)  # (N0, BM) fp32
-            accr += ar
-            acci += ai
+            xd = x.to(DOT)
+            accr += tl.dot(fr, xd, input_precision=PREC, out_dtype=tl.float32) * inv  # F0 @ x, x real: 2 dots
+            acci += tl.dot(fi, xd, input_precision=PREC, out_dtype=tl.float32) * inv
         idx = f0[:, None] * M + m[None, :]  # (N0, BM) slot f0·M + m
+        keep = (f0[:, None] < R) & (m[None, :] < M)  # (N0, BM)
         twr = tl.load(tw_ptr + idx)
-        twi = tl.load(tw_ptr + N + idx)
-        zbase = ph * 2 * N
-        tl.store(z_ptr + zbase + idx, accr * twr - acci * twi)
-        tl.store(z_ptr + zbase + N + idx, accr * twi + acci * twr)
+        twi = tl.load(tw_ptr + N0 * M + idx)
+        zbase = bh * 2 * RM
+        tl.store(z_ptr + zbase + idx, accr * twr - acci * twi, mask=keep)
+        tl.store(z_ptr + zbase + RM + idx, accr * twi + acci * twr, mask=keep)
 
     @triton.jit
     def outer_adj_kernel(
@@ -229,144 +249,168 @@ if HAS_TRITON:
         # meta-parameters
         N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE1: tl.constexpr,
         HAS_OUT2: tl.constexpr, HAS_GATE2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+        NORM: tl.constexpr,
     ):
-        """Pass 3: r = Σ_f0 conj(F0[n0, f0]) · conj(tw[f0, m]) · z[p, h, :, f0·M + m] at time n0·M + m;
-        out1 = gate1 ⊙ r and (optionally) out2 = gate2 ⊙ r, first L entries, Re → row 2p, Im → row 2p+1."""
-        N = N0 * M  # constexpr
+        """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, T = conj(tw) ⊙ z rows (rows f0 > N0/2
+        read as conj of row N0 − f0); out1 = gate1 ⊙ r and (optionally) out2 = gate2 ⊙ r, first L entries."""
+        R: tl.constexpr = N0 // 2 + 1
+        RM: tl.constexpr = R * M
         DOT = tl.float32 if DOT_FP32 else out1_ptr.dtype.element_ty
         pid = tl.program_id(0).to(tl.int64)
         mb = pid % n_mblocks
-        ph = pid // n_mblocks
-        h = ph % H
-        p = ph // H
-        b0 = 2 * p
-        zbase = ph * 2 * N
+        bh = pid // n_mblocks
+        h = bh % H
+        b = bh // H
+        zbase = bh * 2 * RM
         m = mb * BM + tl.arange(0, BM)  # (BM,)
         n0 = tl.arange(0, N0)  # (N0,) output rows
-        accr = tl.zeros((N0, BM), dtype=tl.float32)
-        acci = tl.zeros((N0, BM), dtype=tl.float32)
+        acc = tl.zeros((N0, BM), dtype=tl.float32)
         for kb in tl.static_range(0, N0, KB):
             f0 = kb + tl.arange(0, KB)  # (KB,) frequency rows of this chunk
-            idx = f0[:, None] * M + m[None, :]  # (KB, BM)
+            src = tl.where(f0 < R, f0, N0 - f0)  # the stored row: f0, or N0 − f0 (conjugated)
+            sign = tl.where(f0 < R, 1.0, -1.0)[:, None]
+            idx = src[:, None] * M + m[None, :]  # (KB, BM)
             dr = tl.load(z_ptr + zbase + idx)
-            di = tl.load(z_ptr + zbase + N + idx)
+            di = tl.load(z_ptr + zbase + RM + idx)
             twr = tl.load(tw_ptr + idx)
-            twi = tl.load(tw_ptr + N + idx)
-            cr = dr * twr + di * twi  # D ⊙ conj(tw), fp32
-            ci = di * twr - dr * twi
+            twi = tl.load(tw_ptr + N0 * M + idx)
+            cr = dr * twr + di * twi  # T = D ⊙ conj(tw), fp32
+            ci = (di * twr - dr * twi) * sign  # conj for the mirrored rows
+            inv = 1.0
+            if NORM:
+                s, inv = _pow2_scale(_absmax(cr, ci))
+                cr, ci = cr * s, ci * s
             fidx = n0[:, None] * N0 + f0[None, :]  # (N0, KB); F0 is symmetric
             fr = tl.load(dft_ptr + fidx).to(DOT)
             fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
-            ar, ai = _cdot_conj_lhs(fr, fi, cr.to(DOT), ci.to(DOT), PREC)  # conj(F0) @ C: (N0, BM)
-            accr += ar
-            acci += ai
+            part = tl.dot(fr, cr.to(DOT), input_precision=PREC, out_dtype=tl.float32)  # Re(conj(F0) @ T)
+            part += tl.dot(fi, ci.to(DOT), input_precision=PREC, out_dtype=tl.float32)
+            acc += part * inv
         n = n0[:, None] * M + m[None, :]  # (N0, BM) time index
-        base0 = (b0 * H + h) * L
-        base1 = base0 + H * L
-        mask0 = (n < L) & (b0 < B)
-        mask1 = (n < L) & (b0 + 1 < B)
-        o1r, o1i = accr, acci
+        row = _row_start(b, h, H, L)
+        mask = (n < L) & (b < B)
+        o1 = acc
         if HAS_GATE1:
-            o1r = o1r * tl.load(gate1_ptr + base0 + n, mask=mask0, other=0.0).to(tl.float32)
-            o1i = o1i * tl.load(gate1_ptr + base1 + n, mask=mask1, other=0.0).to(tl.float32)
-        tl.store(out1_ptr + base0 + n, o1r.to(out1_ptr.dtype.element_ty), mask=mask0)
-        tl.store(out1_ptr + base1 + n, o1i.to(out1_ptr.dtype.element_ty), mask=mask1)
+            o1 = o1 * tl.load(gate1_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out1_ptr + row + n, _to_out(o1, out1_ptr), mask=mask)
         if HAS_OUT2:
-            o2r, o2i = accr, acci
+            o2 = acc
             if HAS_GATE2:
-                o2r = o2r * tl.load(gate2_ptr + base0 + n, mask=mask0, other=0.0).to(tl.float32)
-                o2i = o2i * tl.load(gate2_ptr + base1 + n, mask=mask1, other=0.0).to(tl.float32)
-            tl.store(out2_ptr + base0 + n, o2r.to(out2_ptr.dtype.element_ty), mask=mask0)
-            tl.store(out2_ptr + base1 + n, o2i.to(out2_ptr.dtype.element_ty), mask=mask1)
+                o2 = o2 * tl.load(gate2_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+            tl.store(out2_ptr + row + n, _to_out(o2, out2_ptr), mask=mask)
+
+    @triton.jit
+    def _load_inner(z_ptr, base, RM, n, mask, NORM: tl.constexpr):
+        """One stored inner row (re, im (M1, M2) fp32 tiles), scaled by a power of two when NORM, and 1/scale."""
+        zr = tl.load(z_ptr + base + n, mask=mask, other=0.0)
+        zi = tl.load(z_ptr + base + RM + n, mask=mask, other=0.0)
+        inv = 1.0
+        if NORM:
+            s, inv = _pow2_scale(_absmax(zr, zi))
+            zr, zi = zr * s, zi * s
+        return zr, zi, inv
+
+    @triton.jit
+    def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: tl.constexpr):
+        """k_f[h] at outer row f0 (re, im (M1, M2) tiles), scaled to max|K| < 1 when NORM, and 1/scale."""
+        base = h.to(tl.int64) * 2 * N + f0 * M
+        kr = tl.load(k_f_ptr + base + n)
+        ki = tl.load(k_f_ptr + base + N + n)
+        inv = 1.0
+        if NORM:
+            s, inv = _pow2_scale(_absmax(kr, ki))
+            kr, ki = kr * s, ki * s
+        return kr, ki, inv
 
     @triton.jit
     def inner_conv_kernel(
         # pointers
         z_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
         # sizes
-        P, H, n_chunks, pairs_per_prog,
+        B, H, n_chunks, rows_per_prog,
         # meta-parameters
         N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+        NORM: tl.constexpr,
     ):
-        """Pass 2, in place: z[p, h, :, f0·M : (f0+1)·M] ← adj_M(fwd_M(row) ⊙ k_f[h, f0·M …]) for the chunk's pairs.
+        """Pass 2, in place: z[b, h, :, f0·M : (f0+1)·M] ← adj_M(fwd_M(row) ⊙ k_f[h, f0·M …]) for the chunk's rows.
 
-        One program per (channel h, outer frequency f0, chunk of pairs); like_ptr only carries u's dtype.
+        One program per (channel h, stored outer row f0 < R, chunk of batch rows); like_ptr only carries u's dtype.
         """
-        M = M1 * M2  # constexpr
-        N = N0 * M
+        M: tl.constexpr = M1 * M2
+        N: tl.constexpr = N0 * M
+        R: tl.constexpr = N0 // 2 + 1
+        RM: tl.constexpr = R * M
         DOT = tl.float32 if DOT_FP32 else like_ptr.dtype.element_ty
         pid = tl.program_id(0).to(tl.int64)
         chunk = pid % n_chunks
-        row = pid // n_chunks  # h·N0 + f0
-        f0 = row % N0
-        h = row // N0
+        hf = pid // n_chunks  # h·R + f0
+        f0 = hf % R
+        h = hf // R
         n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2) slot i1·M2 + i2
         f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
-        Kr = tl.load(k_f_ptr + h * 2 * N + f0 * M + n)  # (M1, M2) fp32: this row's spectrum segment
-        Ki = tl.load(k_f_ptr + h * 2 * N + N + f0 * M + n)
-        for i in range(0, pairs_per_prog):
-            p = chunk * pairs_per_prog + i
-            mask = (n < M) & (p < P)
-            base = (p * H + h) * 2 * N + f0 * M
-            zr = tl.load(z_ptr + base + n, mask=mask, other=0.0)
-            zi = tl.load(z_ptr + base + N + n, mask=mask, other=0.0)
+        Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)  # this row's spectrum segment
+        for i in range(0, rows_per_prog):
+            b = chunk * rows_per_prog + i
+            mask = (n < M) & (b < B)
+            base = _row_start(b, h, H, 2 * RM) + f0 * M
+            zr, zi, inv = _load_inner(z_ptr, base, RM, n, mask, NORM)
             zr, zi = _monarch_fwd(zr, zi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
             yr = zr * Kr - zi * Ki  # ⊙ k_f
             yi = zr * Ki + zi * Kr
             yr, yi = _monarch_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-            tl.store(z_ptr + base + n, yr, mask=mask)
-            tl.store(z_ptr + base + N + n, yi, mask=mask)
+            tl.store(z_ptr + base + n, yr * (inv * inv_k), mask=mask)
+            tl.store(z_ptr + base + RM + n, yi * (inv * inv_k), mask=mask)
 
     @triton.jit
     def inner_conv_bwd_kernel(
         # pointers
         g_ptr, v_ptr, q_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
         # sizes
-        P, H, n_chunks, pairs_per_prog,
+        B, H, n_chunks, rows_per_prog,
         # meta-parameters
         N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-        COMPUTE_DV: tl.constexpr, COMPUTE_DK: tl.constexpr,
+        COMPUTE_DV: tl.constexpr, COMPUTE_DK: tl.constexpr, NORM: tl.constexpr,
     ):
         """Pass 2 backward: g row ← adj_M(fwd_M(g row) ⊙ conj(k_f)) in place (dv), and
-        q[chunk, h, :, f0·M …] = Σ_{pairs} conj(fwd_M(v row)) ⊙ fwd_M(g row) in fp32 (dk's spectrum, permuted)."""
-        M = M1 * M2  # constexpr
-        N = N0 * M
+        q[chunk, h, :, f0·M …] = Σ_{rows} conj(fwd_M(v row)) ⊙ fwd_M(g row) in fp32 (dk's spectrum, permuted)."""
+        M: tl.constexpr = M1 * M2
+        N: tl.constexpr = N0 * M
+        R: tl.constexpr = N0 // 2 + 1
+        RM: tl.constexpr = R * M
         DOT = tl.float32 if DOT_FP32 else like_ptr.dtype.element_ty
         pid = tl.program_id(0).to(tl.int64)
         chunk = pid % n_chunks
-        row = pid // n_chunks
-        f0 = row % N0
-        h = row // N0
+        hf = pid // n_chunks
+        f0 = hf % R
+        h = hf // R
         n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2)
         f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
         if COMPUTE_DV:
-            Kr = tl.load(k_f_ptr + h * 2 * N + f0 * M + n)
-            Ki = tl.load(k_f_ptr + h * 2 * N + N + f0 * M + n)
-        Pr = tl.zeros((M1, M2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg over the chunk's pairs
+            Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)
+        Pr = tl.zeros((M1, M2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg over the chunk's rows
         Pi = tl.zeros((M1, M2), dtype=tl.float32)
-        for i in range(0, pairs_per_prog):
-            p = chunk * pairs_per_prog + i
-            mask = (n < M) & (p < P)
-            base = (p * H + h) * 2 * N + f0 * M
-            gr = tl.load(g_ptr + base + n, mask=mask, other=0.0)
-            gi = tl.load(g_ptr + base + N + n, mask=mask, other=0.0)
+        for i in range(0, rows_per_prog):
+            b = chunk * rows_per_prog + i
+            mask = (n < M) & (b < B)
+            base = _row_start(b, h, H, 2 * RM) + f0 * M
+            gr, gi, inv_g = _load_inner(g_ptr, base, RM, n, mask, NORM)
             gr, gi = _monarch_fwd(gr, gi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zg
             if COMPUTE_DV:
                 xr = gr * Kr + gi * Ki  # Zg ⊙ conj(k_f)
                 xi = gi * Kr - gr * Ki
                 xr, xi = _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-                tl.store(g_ptr + base + n, xr, mask=mask)
-                tl.store(g_ptr + base + N + n, xi, mask=mask)
+                tl.store(g_ptr + base + n, xr * (inv_g * inv_k), mask=mask)
+                tl.store(g_ptr + base + RM + n, xi * (inv_g * inv_k), mask=mask)
             if COMPUTE_DK:
-                vr = tl.load(v_ptr + base + n, mask=mask, other=0.0)
-                vi = tl.load(v_ptr + base + N + n, mask=mask, other=0.0)
+                vr, vi, inv_v = _load_inner(v_ptr, base, RM, n, mask, NORM)
                 vr, vi = _monarch_fwd(vr, vi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zv
-                Pr += vr * gr + vi * gi  # conj(Zv) ⊙ Zg
-                Pi += vr * gi - vi * gr
+                c = inv_v * inv_g
+                Pr += (vr * gr + vi * gi) * c  # conj(Zv) ⊙ Zg
+                Pi += (vr * gi - vi * gr) * c
         if COMPUTE_DK:  # the spectrum sum in permuted order; its inverse FFT (H·N, no batch) runs in PyTorch
-            qbase = (chunk * H + h) * 2 * N + f0 * M
+            qbase = _row_start(chunk, h, H, 2 * RM) + f0 * M
             tl.store(q_ptr + qbase + n, Pr)
-            tl.store(q_ptr + qbase + N + n, Pi)
+            tl.store(q_ptr + qbase + RM + n, Pi)
 
     INTERPRET = type(outer_fwd_kernel).__name__ == "InterpretedFunction"  # decided at import
 else:
@@ -380,23 +424,28 @@ else:
 _PLANS: dict = {}
 
 
-def _planes(z: torch.Tensor, device) -> torch.Tensor:
-    """complex (a, b) → fp32 (2, a, b) re/im planes on device."""
-    return torch.stack([z.real, z.imag]).to(device=device, dtype=torch.float32).contiguous()
+_planes = kconv._planes  # complex (a, b) → fp32 (2, a, b) re/im planes on device
 
 
 def _plan(N: int, device: torch.device):
-    """Tables for N: outer F0/√N0 (2, N0, N0), twiddle (2, N0, M); inner F_M1/√M1, F_M2/√M2, twiddle(M1, M2)."""
+    """Tables for N: outer F0/√N0 (2, N0, N0), twiddle (2, N0, M); inner F_M1/√M1, F_M2/√M2, twiddle(M1, M2);
+    "nat" (N/2 + 1,) and "mirror" (N/2 + 1,): for natural frequencies 0 … N/2, the stored slot (in the (R·M) layout
+    of the outer rows f0 ≤ N0/2) holding it, or holding −f, whose conjugate it is (mirror = True)."""
     key = (N, str(device))
     if key not in _PLANS:
         N0, M1, M2 = three_pass_sizes(N)
+        M, R = M1 * M2, N0 // 2 + 1
+        slot = torch.argsort(butterfly.permuted_order((N0, M1, M2)))  # natural frequency → slot f0·M + j
+        f = torch.arange(N // 2 + 1)
+        mirror = (f % N0) >= R  # outer row f mod N0 is not stored: use −f
+        nat = torch.where(mirror, slot[(-f) % N], slot[f])  # < R·M: stored rows come first
         _PLANS[key] = {
             "dft0": _planes(butterfly.dft_matrix(N0) / math.sqrt(N0), device),
-            "tw0": _planes(butterfly.twiddle(N0, M1 * M2), device),
+            "tw0": _planes(butterfly.twiddle(N0, M), device),
             "dft1": _planes(butterfly.dft_matrix(M1) / math.sqrt(M1), device),
             "dft2": _planes(butterfly.dft_matrix(M2) / math.sqrt(M2), device),
             "tw1": _planes(butterfly.twiddle(M1, M2), device),
-            "inv_perm": torch.argsort(butterfly.permuted_order((N0, M1, M2))).to(device),  # permuted → natural
+            "nat": nat.to(device), "mirror": mirror.to(device),
         }
     return _PLANS[key]
 
@@ -408,86 +457,91 @@ def k_f_planes_three_pass(k: torch.Tensor, N: int) -> torch.Tensor:
 
 
 def _outer_blocks(N0: int) -> dict:
-    """Column block BM and K chunk KB of the outer passes (tile (N0, BM) fp32 complex accumulators)."""
+    """Column block BM and K chunk KB of the outer passes (tile (N0, BM) fp32 accumulators)."""
     BM = 64 if N0 <= 32 else (32 if N0 <= 64 else 16)
     KB = min(N0, 64 if N0 <= 64 else 32)
     return {"BM": BM, "KB": KB, "num_warps": 4 if N0 <= 32 else 8, "num_stages": 1}
 
 
 def _pass1(x, gate, N, dtype, w=None, dgate=None):
-    """(P, H, 2, N) fp32 outer-pass spectrum of pairs of gate ⊙ x (B, H, L); also dgate = x ⊙ w when w is given."""
+    """(B, H, 2, R·M) fp32 outer-pass spectrum (stored rows f0 ≤ N0/2) of gate ⊙ x (B, H, L), row by row; also
+    dgate = x ⊙ w when w is given."""
     B, H, L = x.shape
     N0, M1, M2 = three_pass_sizes(N)
-    M = M1 * M2
+    M, R = M1 * M2, N0 // 2 + 1
     plan = _plan(N, x.device)
-    P = -(-B // 2)
-    z = torch.empty(P, H, 2, N, device=x.device, dtype=torch.float32)  # (P, H, 2, N)
+    z = torch.empty(B, H, 2, R * M, device=x.device, dtype=torch.float32)  # (B, H, 2, R·M)
     opts = _outer_blocks(N0)
     n_mblocks = M // opts["BM"]
-    outer_fwd_kernel[(P * H * n_mblocks,)](
-        x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z,
-        plan["dft0"], plan["tw0"],
-        B, H, L, n_mblocks,
-        N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **kconv._dot_args(dtype), **opts)
+    kconv.launch(outer_fwd_kernel, (B * H * n_mblocks,),
+                 (x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z,
+                  plan["dft0"], plan["tw0"], B, H, L, n_mblocks),
+                 dict(N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **kconv._dot_args(dtype),
+                      **opts), N, "three-pass pass 1")
     return z
 
 
 def _pass3(z, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
-    """Outer pass back of z (P, H, 2, N) into out1 = gate1 ⊙ r (B, H, L) and optionally out2 = gate2 ⊙ r."""
+    """Outer pass back of z (B, H, 2, R·M) into out1 = gate1 ⊙ r (B, H, L) and optionally out2 = gate2 ⊙ r."""
     H = z.shape[1]
     N0, M1, M2 = three_pass_sizes(N)
     M = M1 * M2
     plan = _plan(N, z.device)
     opts = _outer_blocks(N0)
     n_mblocks = M // opts["BM"]
-    outer_adj_kernel[(z.shape[0] * H * n_mblocks,)](
-        z, plan["dft0"], plan["tw0"], out1, out1 if gate1 is None else gate1,
-        out1 if out2 is None else out2, out1 if gate2 is None else gate2,
-        B, H, L, n_mblocks,
-        N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None, HAS_GATE2=gate2 is not None,
-        **kconv._dot_args(dtype or out1.dtype), **opts)
+    kconv.launch(outer_adj_kernel, (B * H * n_mblocks,),
+                 (z, plan["dft0"], plan["tw0"], out1, out1 if gate1 is None else gate1,
+                  out1 if out2 is None else out2, out1 if gate2 is None else gate2, B, H, L, n_mblocks),
+                 dict(N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None,
+                      HAS_GATE2=gate2 is not None, **kconv._dot_args(dtype or out1.dtype), **opts),
+                 N, "three-pass pass 3")
 
 
-def _pass2(z, k_f, N, like, pairs_per_prog=None):
-    """In place: every row f0 of z (P, H, 2, N) becomes its inner FFT convolution with its k_f segment."""
-    P, H = z.shape[:2]
+def _pass2(z, k_f, N, like, rows_per_prog=None):
+    """In place: every stored outer row f0 of z (B, H, 2, R·M) becomes its inner FFT convolution with its k_f
+    segment."""
+    B, H = z.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
+    R = N0 // 2 + 1
     plan = _plan(N, z.device)
-    n_chunks, ppp = kconv._chunks(P, H * N0, z.device, pairs_per_prog)
-    inner_conv_kernel[(H * N0 * n_chunks,)](
-        z, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
-        P, H, n_chunks, ppp,
-        N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), **kconv._launch_opts(M1 * M2, "fwd"))
+    n_chunks, rpp = kconv._chunks(B, H * R, z.device, rows_per_prog)
+    kconv.launch(inner_conv_kernel, (H * R * n_chunks,),
+                 (z, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like, B, H, n_chunks, rpp),
+                 dict(N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), **kconv._launch_opts(M1 * M2, "fwd")),
+                 N, "three-pass pass 2")
 
 
-def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, pairs_per_prog=None):
-    """g (P, H, 2, N) ← inner part of dv in place; returns q (H, 2, N) fp32 = Σ conj(Zv)·Zg (permuted) or None."""
-    P, H = g.shape[:2]
+def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, rows_per_prog=None):
+    """g (B, H, 2, R·M) ← inner part of dv in place; returns q (H, 2, R·M) fp32 = Σ conj(Zv)·Zg (permuted) or None."""
+    B, H = g.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
+    R = N0 // 2 + 1
     plan = _plan(N, g.device)
-    n_chunks, ppp = kconv._chunks(P, H * N0, g.device, pairs_per_prog)
-    q = (torch.empty(n_chunks, H, 2, N, device=g.device, dtype=torch.float32) if need_dk  # (C, H, 2, N)
+    n_chunks, rpp = kconv._chunks(B, H * R, g.device, rows_per_prog)
+    q = (torch.empty(n_chunks, H, 2, R * M1 * M2, device=g.device, dtype=torch.float32) if need_dk  # (C, H, 2, R·M)
          else g.new_empty(0))
-    inner_conv_bwd_kernel[(H * N0 * n_chunks,)](
-        g, g if v is None else v, q, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
-        P, H, n_chunks, ppp,
-        N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
-        **kconv._launch_opts(M1 * M2, "bwd"))
-    return q.sum(0) if need_dk else None  # (H, 2, N)
+    kconv.launch(inner_conv_bwd_kernel, (H * R * n_chunks,),
+                 (g, g if v is None else v, q, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
+                  B, H, n_chunks, rpp),
+                 dict(N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
+                      **kconv._launch_opts(M1 * M2, "bwd")), N, "three-pass pass 2 (backward)")
+    return q.sum(0) if need_dk else None  # (H, 2, R·M)
 
 
 def _dk_from_spectrum(q: torch.Tensor, N: int, Lk: int) -> torch.Tensor:
-    """dk (H, Lk) = √N·Re(U^H q)[:Lk] = Re(N·ifft(q in natural order))[:Lk]; q (H, 2, N) fp32 permuted, no batch dim."""
-    inv = _plan(N, q.device)["inv_perm"]
-    q_nat = torch.complex(q[:, 0], q[:, 1])[:, inv]  # (H, N) natural frequency order
-    return (torch.fft.ifft(q_nat, norm="forward").real[:, :Lk]).contiguous()  # (H, Lk) fp32
+    """dk (H, Lk) = Re(N·ifft(q))[:Lk] from q (H, 2, R·M) fp32, the stored rows f0 ≤ N0/2 of a Hermitian spectrum
+    in permuted order: frequencies 0 … N/2 are gathered (conjugated where only −f is stored), then irfft."""
+    plan = _plan(N, q.device)
+    qc = torch.complex(q[:, 0], q[:, 1])[:, plan["nat"]]  # (H, N/2 + 1) natural order
+    qc = torch.where(plan["mirror"], qc.conj(), qc)
+    return torch.fft.irfft(qc, n=N, norm="forward")[:, :Lk].contiguous()  # (H, Lk) fp32
 
 
-def _fwd(u, k_f, N, pregate=None, postgate=None, save_w=False, pairs_per_prog=None):
-    """(y, w or None): y = postgate ⊙ w, w = conv_N(pregate ⊙ u, k) — three passes, one (P, H, 2, N) buffer."""
+def _fwd(u, k_f, N, pregate=None, postgate=None, save_w=False, rows_per_prog=None):
+    """(y, w or None): y = postgate ⊙ w, w = conv_N(pregate ⊙ u, k) — three passes, one (B, H, 2, R·M) buffer."""
     B, H, L = u.shape
-    z = _pass1(u, pregate, N, u.dtype)  # (P, H, 2, N) fp32
-    _pass2(z, k_f, N, u, pairs_per_prog)
+    z = _pass1(u, pregate, N, u.dtype)  # (B, H, 2, R·M) fp32
+    _pass2(z, k_f, N, u, rows_per_prog)
     y = torch.empty_like(u)  # (B, H, L)
     w = torch.empty_like(u) if (save_w and postgate is not None) else None
     _pass3(z, N, B, L, y, gate1=postgate, out2=w)
@@ -495,17 +549,17 @@ def _fwd(u, k_f, N, pregate=None, postgate=None, save_w=False, pairs_per_prog=No
 
 
 def _bwd(u, dy, k_f, N, Lk, pregate=None, postgate=None, w=None, need_du=True, need_dk=True,
-         need_dpre=False, need_dpost=False, pairs_per_prog=None):
+         need_dpre=False, need_dpost=False, rows_per_prog=None):
     """(du, dk, dpregate, dpostgate), None where not needed: three passes on dy (and pass 1 on u for dk)."""
     B, H, L = u.shape
     need_dv = need_du or need_dpre
     dpost = torch.empty_like(u) if need_dpost else None
     du = dpre = dk = None
     if need_dv or need_dk or need_dpost:
-        g = _pass1(dy, postgate, N, u.dtype, w=w if need_dpost else None, dgate=dpost)  # (P, H, 2, N)
+        g = _pass1(dy, postgate, N, u.dtype, w=w if need_dpost else None, dgate=dpost)  # (B, H, 2, R·M)
     if need_dv or need_dk:
-        v = _pass1(u, pregate, N, u.dtype) if need_dk else None  # (P, H, 2, N)
-        q = _pass2_bwd(g, v, k_f, N, u, need_dv=need_dv, need_dk=need_dk, pairs_per_prog=pairs_per_prog)
+        v = _pass1(u, pregate, N, u.dtype) if need_dk else None  # (B, H, 2, R·M)
+        q = _pass2_bwd(g, v, k_f, N, u, need_dv=need_dv, need_dk=need_dk, rows_per_prog=rows_per_prog)
         del v
         if need_dv:
             du = torch.empty_like(u)  # (B, H, L)

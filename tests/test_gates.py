@@ -6,7 +6,7 @@ would round them) + atol 1e-2 (dk: 1e-1), for u, dy = randn·0.02, gates randn, 
 """
 import pytest
 import torch
-from test_kernels import EPS, needs_triton, torch_conv
+from test_kernels import EPS, assert_error_rule, assert_isolated, needs_triton, torch_conv
 
 import kernels
 
@@ -65,7 +65,7 @@ def test_gated_forward_backward_match_fp64(N, L, dtype):
 
 @needs_triton
 def test_gated_odd_batch_and_bf16():
-    """B odd (the last pair has no partner; its gates are masked the same way) and bf16 loads/stores."""
+    """B odd (a chunk's last row beyond B is masked, gates too) and bf16 loads/stores."""
     check_gated(512, 255, torch.float32, B=3, H=1)
     check_gated(256, 127, torch.bfloat16, B=1, H=2)
 
@@ -83,9 +83,9 @@ def test_gate_gradients_alone_and_chunked():
     torch.testing.assert_close(pre_g.grad.double(), ref[3], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(post_g.grad.double(), ref[4], atol=1e-5, rtol=1e-5)
     k_f = kernels.conv.k_f_planes(k, N)
-    y = kernels.conv._fwd(u, k_f, N, pre, post, pairs_per_prog=1)
+    y = kernels.conv._fwd(u, k_f, N, pre, post, rows_per_prog=1)
     du, dk, dpre, dpost, _, _ = kernels.conv._bwd(u, dy, k_f, N, L, pre, post, need=(True,) * 4 + (False,) * 2,
-                                                  pairs_per_prog=1)
+                                                  rows_per_prog=1)
     for got, want in zip((y, du, dk, dpre, dpost), ref):
         torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
@@ -117,3 +117,42 @@ def test_bad_gates_raise_value_error_naming_the_fix(bad, match):
         kernels.flash_butterfly_conv(U, K, 256, bad.get("pregate"), bad.get("postgate"))
     with pytest.raises(ValueError, match=match):
         kernels.FlashButterflyConv(256, dtype=torch.float32)(U, K, bad.get("pregate"), bad.get("postgate"))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_issue14_gated_raw_pixels_do_not_overflow(dtype):
+    """Issue 14: the gated kernel gave NaN for u = 255, k = 0.02 at N = 2048 in fp16 (output max 5224 fits)."""
+    N, L = 2048, 1024
+    u = torch.full((1, 2, L), 255.0, dtype=dtype)
+    k = torch.full((2, L), 0.02)
+    pre, post = torch.ones_like(u), (0.5 + torch.rand(1, 2, L)).to(dtype)
+    dy = torch.full((1, 2, L), 2.0, dtype=dtype)
+    ours = gated_and_grads(lambda u, k, a, b: kernels.flash_butterfly_conv(u, k, N, a, b, backend="triton"),
+                           u, k, pre, post, dy)
+    ref = gated_and_grads(lambda u, k, a, b: torch_conv(u * a, k, N) * b,
+                          u.double(), k.double(), pre.double(), post.double(), dy.double())
+    base = gated_and_grads(lambda u, k, a, b: (torch_conv((u * a).to(dtype).float(), k, N).to(dtype).float() * b),
+                           u.float(), k, pre.float(), post.float(), dy.float())
+    for name, o, r, b in zip(("y", "du", "dk", "dpregate", "dpostgate"), ours, ref, base):
+        assert_error_rule(name, o, r, b if name == "dk" else b.to(dtype), dtype, 1e-1 if name == "dk" else 1e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gated_samples_stay_in_their_sample(dtype):
+    """A NaN in one sample's pregate, an Inf in its postgate, or a sample 1000× its neighbour: the other samples'
+    y and du are bitwise what they are alone."""
+    B, H, L, N = 3, 2, 200, 512
+    k = torch.randn(H, L)
+    dy = (torch.randn(B, H, L) * 0.02).to(dtype)
+    fn = lambda u, a, b: kernels.flash_butterfly_conv(u, k, N, a, b, backend="triton")  # noqa: E731
+    for poison in ("nan pre", "inf post", "huge"):
+        u, pre, post = torch.randn(B, H, L) * 0.02, torch.randn(B, H, L), torch.randn(B, H, L)
+        if poison == "nan pre":
+            pre[0, 1, 3] = float("nan")
+        elif poison == "inf post":
+            post[0, 0, 50] = float("inf")
+        else:
+            u[0] *= 1000.0
+        assert_isolated(fn, u.to(dtype), (pre.to(dtype), post.to(dtype)), dy=dy, bad=0)

@@ -6,7 +6,7 @@ FFT stay exact; y = Re(F^{-1}(F_k ⊙ Z))[:L] row by row (as the official `.real
 """
 import pytest
 import torch
-from test_kernels import EPS, needs_triton, torch_conv
+from test_kernels import EPS, assert_isolated, needs_triton, torch_conv
 
 import kernels
 from lconv.butterfly import default_sizes, dft_matrix
@@ -112,12 +112,13 @@ def test_block_gradients_summed_over_chunks():
     N1, N2 = default_sizes(N)
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     d1, d2 = perturbed_blocks(N)
-    plans = kernels.conv._plan(N, u.device)
-    blocks = (kernels.conv.block_planes(d1, N1, plans[0]), kernels.conv.block_planes(d2, N2, plans[1]))
-    k_f = kernels.conv.k_f_planes(k, N)
-    y = kernels.conv._fwd(u, k_f, N, blocks=blocks, pairs_per_prog=1)
+    plan = kernels.conv._plan(N, u.device)
+    blocks = (kernels.conv.block_planes(d1, N1, plan["dft1_full"]),
+              kernels.conv.block_planes(d2, N2, plan["dft2_full"]))
+    k_f = kernels.conv.k_f_planes_full(k, N)
+    y = kernels.conv._fwd(u, k_f, N, blocks=blocks, rows_per_prog=1)
     need = (True, True, False, False, True, True)  # du, dk, (no gates), dA1, dA2
-    du, dk, _, _, g1, g2 = kernels.conv._bwd(u, dy, k_f, N, L, blocks=blocks, need=need, pairs_per_prog=1)
+    du, dk, _, _, g1, g2 = kernels.conv._bwd(u, dy, k_f, N, L, blocks=blocks, need=need, rows_per_prog=1)
     want = learned_and_grads(ref64(N), u.double(), k.double(), None, None, d1.to(torch.complex128),
                              d2.to(torch.complex128), dy.double())
     got = (y, du, dk, kernels.conv._block_grad(g1, d1, N1), kernels.conv._block_grad(g2, d2, N2))
@@ -138,6 +139,40 @@ def test_fp16_forward():
     assert y.dtype == torch.float16
     assert err <= 2 * err_torch + 1e-2
     assert err <= 8 * EPS[torch.float16] * want.abs().max().item(), f"error {err:.3g}, PyTorch's {err_torch:.3g}"
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_large_mean_input_does_not_overflow(dtype):
+    """Issue 14's kind for learned blocks: u = 255 − 10·rand, k = 0.02 (output ≈ 5000 at N = 2048, L = 1024); y and
+    du finite and within a few ulps of the fp64 reference at the output's scale."""
+    N, L = 2048, 1024
+    u, k = (255 - 10 * torch.rand(1, 2, L)).to(dtype), torch.full((2, L), 0.02)
+    dy = (1 + 0.1 * torch.randn(1, 2, L)).to(dtype)
+    d1, d2 = perturbed_blocks(N, scale=0.01)
+    got = learned_and_grads(ours(N), u, k, None, None, d1, d2, dy)
+    want = learned_and_grads(ref64(N), u.double(), k.double(), None, None, d1.to(torch.complex128),
+                             d2.to(torch.complex128), dy.double())
+    for name, g, w in zip(("y", "du"), got[:2], want[:2]):
+        assert torch.isfinite(g).all(), name
+        err = (g.double() - w).abs().max().item()
+        assert err <= 8 * EPS[dtype] * w.abs().max().item(), f"{name}: error {err:.3g}, max {w.abs().max():.3g}"
+
+
+@needs_triton
+def test_learned_samples_stay_in_their_sample():
+    """A NaN or a 1000× sample among the rows: every other row's y and du are bitwise what they are alone."""
+    N, L = 512, 200
+    k, dy = torch.randn(2, L), torch.randn(3, 2, L) * 0.02
+    d1, d2 = perturbed_blocks(N)
+    fn = lambda u: kernels.flash_butterfly_conv(u, k, N, dft1=d1, dft2=d2, backend="triton")  # noqa: E731
+    for poison in ("nan", "huge"):
+        u = torch.randn(3, 2, L) * 0.02
+        if poison == "nan":
+            u[2, 0, 9] = float("nan")
+        else:
+            u[2] *= 1000.0
+        assert_isolated(fn, u.half(), dy=dy.half(), bad=2)
 
 
 def test_auto_backend_equals_the_reference_backend():

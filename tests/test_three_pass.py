@@ -8,6 +8,8 @@ kernels k = randn with no decay; plus a tighter few-ulps check so smaller bugs s
 import pytest
 import torch
 
+from test_kernels import assert_error_rule, assert_isolated
+
 from kernels import three_pass as tp
 from lconv.conv import fft_conv
 
@@ -112,7 +114,7 @@ def test_forward_backward_match_fp64(N, L, dtype, gated):
 
 @needs_triton
 def test_odd_batch_short_kernel_and_bf16():
-    """B odd (the last pair has no partner), Lk < L (dk comes back as (H, Lk)), bf16 loads and stores."""
+    """B odd, Lk < L (dk comes back as (H, Lk)), bf16 loads and stores."""
     (_, _, dk), _ = check_against_torch(8192, 3001, torch.bfloat16, gated=False, B=3, Lk=777)
     assert dk.shape == (2, 777)
 
@@ -132,14 +134,14 @@ def test_kernel_is_exactly_the_reference_algorithm(dtype):
 @needs_triton
 @pytest.mark.slow
 def test_dk_reduction_over_chunks_and_single_gradients():
-    """One pair per pass-2 program (dk summed over 3 chunks, the last half empty); each gradient alone."""
+    """One row per pass-2 program (dk summed over 5 chunks); each gradient alone."""
     B, H, L, N = 5, 1, 3000, 8192
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     pre, post = torch.rand(B, H, L), torch.rand(B, H, L)
     k_f = tp.k_f_planes_three_pass(k, N)
-    y, w = tp._fwd(u, k_f, N, pre, post, save_w=True, pairs_per_prog=1)
+    y, w = tp._fwd(u, k_f, N, pre, post, save_w=True, rows_per_prog=1)
     du, dk, dpre, dpost = tp._bwd(u, dy, k_f, N, L, pre, post, w, need_dpre=True, need_dpost=True,
-                                  pairs_per_prog=1)
+                                  rows_per_prog=1)
     ref = conv_and_grads(lambda *t: torch_conv(t[0], t[1], N, t[2], t[3]),
                          [t.double() for t in (u, k, pre, post)], dy.double())
     for name, o, r in zip(("y", "du", "dk", "dpregate", "dpostgate"), (y, du, dk, dpre, dpost), ref):
@@ -154,6 +156,55 @@ def test_dk_reduction_over_chunks_and_single_gradients():
     kk = k.clone().requires_grad_()
     tp.three_pass_conv(u, kk, N, pre, post).backward(dy)  # autograd: only dk requested, no w saved
     torch.testing.assert_close(kk.grad, dk, atol=1e-6, rtol=1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gated", [False, True])
+def test_issue14_raw_pixels_do_not_overflow(dtype, gated):
+    """Issue 14: the three-pass kernel at N = 8192 gave NaN for u = 255, k = 0.02 in fp16 (the output, at most
+    255·0.02·4096 = 20890, fits); y and every gradient, plain and gated, now meet the error rule."""
+    N, L = 8192, 4096
+    u = torch.full((1, 1, L), 255.0, dtype=dtype)
+    k = torch.full((1, L), 0.02)
+    dy = torch.full((1, 1, L), 0.01, dtype=dtype)  # every gradient fits too (dpregate = u ⊙ dv ≤ 255·1.3)
+    gates = (torch.ones_like(u), (0.5 + torch.rand(1, 1, L)).to(dtype)) if gated else ()
+    names = ("y", "du", "dk", "dpregate", "dpostgate")[:3 + len(gates)]
+    ours = conv_and_grads(lambda u, k, *g: tp.three_pass_conv(u, k, N, *g, backend="triton"), (u, k, *gates), dy)
+    ref = conv_and_grads(lambda u, k, *g: torch_conv(u, k, N, *g), [t.double() for t in (u, k, *gates)], dy)
+    base = conv_and_grads(lambda u, k, *g: torch_conv(u, k, N, *g), (u, k, *gates), dy)
+    assert 20000 < ref[0].abs().max().item() < 65504  # fits fp16 (ungated: 20890; the postgate is at most 1.5)
+    for name, o, r, b in zip(names, ours, ref, base):
+        assert_error_rule(name, o, r, b, dtype, 1e-1 if name == "dk" else 1e-2)
+
+
+@needs_triton
+def test_samples_stay_in_their_sample():
+    """NaN in one sample's u, a NaN in its dy, a sample 1000× its neighbour (fp16): the other samples' y and du are
+    bitwise what they are alone (each row runs its own three passes; Inf and fp32/bf16: tests/test_kernels.py)."""
+    B, H, L, N, dtype = 3, 1, 3000, 8192, torch.float16
+    k = torch.randn(H, L)
+    dy = (torch.randn(B, H, L) * 0.02).to(dtype)
+    fn = lambda u: tp.three_pass_conv(u, k, N, backend="triton")  # noqa: E731
+    for poison in ("nan", "huge"):
+        u = torch.randn(B, H, L) * 0.02
+        if poison == "huge":
+            u[1] *= 1000.0
+        else:
+            u[1, 0, 77] = float(poison)
+        assert_isolated(fn, u.to(dtype), dy=dy, bad=1)
+    d = dy.clone()
+    d[0, 0, 5] = float("nan")
+    assert_isolated(fn, (torch.randn(B, H, L) * 0.02).to(dtype), dy=d, bad=0)
+
+
+def test_reference_is_row_by_row_over_half_the_outer_rows():
+    """The reference keeps rows apart (a NaN stays in its row) and equals torch.fft for odd N0/2 + 1 row counts."""
+    u, k = torch.randn(2, 2, 5000, dtype=torch.float64), torch.randn(2, 5000, dtype=torch.float64)
+    u[0, 1, 9] = float("nan")
+    y = tp.three_pass_reference(u, k, 16384)
+    assert torch.isnan(y[0, 1]).all() and torch.isfinite(y[1]).all() and torch.isfinite(y[0, 0]).all()
+    torch.testing.assert_close(y[1], torch_conv(u[1:], k, 16384)[0], atol=1e-10, rtol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------------------------------
