@@ -23,8 +23,22 @@ cache misses counted twice, no cache hits subtracted). The unfused steps follow 
 
 The fused kernel (kernels/flash_butterfly.py) reads u (masked loads: the zero padding is free), reads k_f[h] once per
 program (n_chunks programs per channel), reads the DFT/twiddle tables (once: a few KB, L2-resident) and writes y. Its
-k_f is made per call by PyTorch (kernels.conv.k_f_planes: pad, FFT, gather to the permuted order, split re/im),
+k_f is made per call by PyTorch (kernels.conv.k_f_planes: pad, FFT, gather to the kernel's order, split re/im),
 counted in the same lower-bound way.
+
+The three-pass kernel (kernels/three_pass.py, N > 4096) moves an fp32 intermediate between its passes
+(`three_pass_io`): each batch row's outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of N0), 8·R·M bytes per row of N points.
+
+What issue 14's per-row design costs against the packed-pair design it replaced (two batch rows as one complex
+sequence; `packed=True` / method="monarch_pairs" keep its numbers):
+  - fused kernel, HBM bytes: unchanged (u read once, y written once, k_f once per program; the DFT tables are the
+    half-length ones, smaller);
+  - fused kernel, FLOPs per row: 8·N·(N1' + N2') in the dots, (N1', N2') = half_sizes(N), against
+    8·N·(N1 + N2), (N1, N2) = default_sizes(N): 0.67–0.75× (the half-length transforms have smaller blocks), plus
+    23 FLOPs per point of pointwise work (split, ⊙ k_f at f and f + N/2, merge) against 3, and four `tl.gather` of
+    N/2 values per forward transform through shared memory; on tensor cores from N = 512, fp32 FMAs at N = 256;
+  - three-pass kernel: the intermediate buffers and the inner convolutions of pass 2 grow by R/(N0/2) = 1 + 2/N0
+    (+12.5 % at N ≤ 64K where N0 = 16, +0.8 % at 1M), the outer passes' dot work per row is unchanged.
 
 FLOPs: a radix-2 complex FFT costs 5·N·log2(N) real FLOPs (the textbook count); a real FFT about half. A Monarch FFT
 of sizes (N1, …, Nm) does, per factor, N/N_i dense complex (N_i × N_i) matrix-vector products = 8·N·N_i real FLOPs,
@@ -37,7 +51,7 @@ import math
 
 import torch
 
-from lconv.butterfly import default_sizes
+from lconv.butterfly import default_sizes, half_sizes
 
 # Bytes per element of u / y.
 DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
@@ -120,32 +134,65 @@ def torch_fft_conv_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None
     return steps
 
 
+def _k_spectrum_io(N: int, H: int, Lk: int) -> list[Transfer]:
+    """k → k_f (H, 2, N) fp32 planes in PyTorch, per call: pad, FFT, one gather to the kernel's order, split re/im."""
+    steps = []
+    if Lk < N:
+        steps.append(Transfer("pad k to N (fill zeros, copy)", 4 * H * Lk, 4 * H * (N + Lk)))
+    return steps + [Transfer("fft(k) (cuFFT r2c, one half)", 4 * H * N, 8 * H * (N // 2 + 1)),
+                    Transfer("fft(k) (fill the other half by symmetry)", 8 * H * (N // 2 - 1), 8 * H * (N // 2 - 1)),
+                    Transfer("k_f[..., perm] (gather to permuted order, int64 index)", 8 * H * N + 8 * N, 8 * H * N),
+                    Transfer("k_f re/im planes (stack)", 8 * H * N, 8 * H * N)]
+
+
 def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
                        include_k: bool = True, n_chunks: int = 1, sizes: tuple[int, int] | None = None
                        ) -> list[Transfer]:
     """HBM transfers of the fused FlashButterfly forward (kernels.conv.FlashButterflyFn), step by step.
 
-    n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables
-    (default: the kernel's N1 = 2^⌊log2(N)/2⌋).
+    n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables, N1·N2 = N/2
+    (default: the kernel's half_sizes(N)); the tables are F1, F2, the twiddles and ω_N^f.
     """
     L, Lk = _check_sizes(N, B, H, L, Lk)
     s = _dtype_bytes(dtype)
     if not isinstance(n_chunks, int) or n_chunks < 1:
         raise ValueError(f"n_chunks={n_chunks!r} must be a positive int (programs per channel)")
-    N1, N2 = _split(N, sizes)
+    if sizes is None:
+        if N < 8:
+            raise ValueError(f"FFT size N={N}: the fused kernel's half-length trick needs N ≥ 8")
+        sizes = half_sizes(N)
+    N1, N2 = _split(N // 2, sizes)
     P = B * H
-    steps = []
-    if include_k:
-        if Lk < N:
-            steps.append(Transfer("pad k to N (fill zeros, copy)", 4 * H * Lk, 4 * H * (N + Lk)))
-        steps += [Transfer("fft(k) (cuFFT r2c, one half)", 4 * H * N, 8 * H * (N // 2 + 1)),
-                  Transfer("fft(k) (fill the other half by symmetry)", 8 * H * (N // 2 - 1), 8 * H * (N // 2 - 1)),
-                  Transfer("k_f[..., perm] (gather to permuted order, int64 index)", 8 * H * N + 8 * N, 8 * H * N),
-                  Transfer("k_f re/im planes (stack)", 8 * H * N, 8 * H * N)]
+    steps = _k_spectrum_io(N, H, Lk) if include_k else []
     steps += [Transfer("fused kernel: read u", s * P * L, 0),
               Transfer("fused kernel: read k_f (once per program)", 8 * H * N * n_chunks, 0),
-              Transfer("fused kernel: read DFT + twiddle tables", 8 * (N1 * N1 + N2 * N2 + N1 * N2), 0),
+              Transfer("fused kernel: read DFT + twiddle tables", 8 * (N1 * N1 + N2 * N2 + 2 * N1 * N2), 0),
               Transfer("fused kernel: write y", 0, s * P * L)]
+    return steps
+
+
+def three_pass_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
+                  include_k: bool = True, packed: bool = False) -> list[Transfer]:
+    """HBM transfers of the three-pass forward (kernels.three_pass: N = 8192 … 2^20), step by step.
+
+    Per batch row (packed=False, the kernel) or per pair of rows (packed=True, the design it replaced) the fp32
+    intermediate holds the outer rows it keeps: R = N0/2 + 1 rows of M points per row, or all N0 per pair.
+    """
+    from kernels.three_pass import three_pass_sizes
+
+    L, Lk = _check_sizes(N, B, H, L, Lk)
+    s = _dtype_bytes(dtype)
+    N0, M1, M2 = three_pass_sizes(N)
+    M = M1 * M2
+    buf = 8 * H * (-(-B // 2) * N0 * M if packed else B * (N0 // 2 + 1) * M)  # bytes of one complex fp32 buffer
+    steps = _k_spectrum_io(N, H, Lk) if include_k else []
+    steps += [Transfer("pass 1: read u", s * B * H * L, 0),
+              Transfer("pass 1: write the outer spectrum (fp32)", 0, buf),
+              Transfer("pass 2: read and rewrite it in place", buf, buf),
+              Transfer("pass 2: read k_f", 8 * H * N, 0),
+              Transfer("pass 3: read it", buf, 0),
+              Transfer("pass 3: write y", 0, s * B * H * L),
+              Transfer("passes 1, 3: read the outer twiddles (L2 in practice)", 2 * 8 * N0 * M, 0)]
     return steps
 
 
@@ -162,13 +209,14 @@ def io_ratio(N: int, B: int, H: int, dtype=torch.float16, **kw) -> float:
 def on_chip_bytes(N: int, dtype=torch.float16, sizes: tuple[int, int] | None = None) -> dict:
     """Live data of one fused program (registers/shared memory), by what it holds; a lower bound (no temporaries).
 
-    F1, F2 (re/im planes in the dot dtype: fp32 for fp32 inputs), twiddles and K = k_f[h] (fp32 planes), and one
-    complex (N1, N2) fp32 tile of the sequence in flight.
+    F1, F2 (re/im planes in the dot dtype: fp32 for fp32 inputs) of the half-length split (N1·N2 = N/2, default
+    half_sizes(N)), its twiddles and ω_N^f, K = k_f[h] at f and f + N/2 (fp32 planes), and one complex (N1, N2) fp32
+    tile of the row in flight (its N/2 even + i·odd samples).
     """
     s = _dtype_bytes(dtype)
-    N1, N2 = _split(N, sizes)
-    parts = {"F1, F2 (dot dtype)": 2 * s * (N1 * N1 + N2 * N2), "twiddle (fp32)": 8 * N, "K = k_f[h] (fp32)": 8 * N,
-             "sequence tile (fp32)": 8 * N}
+    N1, N2 = _split(N // 2, sizes or half_sizes(N))
+    parts = {"F1, F2 (dot dtype)": 2 * s * (N1 * N1 + N2 * N2), "twiddle (fp32)": 4 * N, "ω_N^f (fp32)": 4 * N,
+             "K = k_f[h] (fp32)": 8 * N, "sequence tile (fp32)": 4 * N}
     parts["total"] = sum(parts.values())
     return parts
 
@@ -190,18 +238,46 @@ def monarch_fft_flops(N: int, sizes=None) -> int:
     return sum(8 * N * n for n in sizes) + 6 * N * (len(sizes) - 1)
 
 
+HALF_POINTWISE_FLOPS = 46  # per bin of the half-length trick: split 18, ⊙ k_f at f and f + N/2 12, merge 16
+
+
 def conv_flops(N: int, B: int, H: int, method: str = "monarch", sizes=None) -> float:
     """Real FLOPs of a forward FFT convolution of B·H real rows at FFT size N.
 
     "radix2": per row a real FFT and a real inverse FFT (each half a complex one, 2.5·N·log2 N) and a complex
-    multiply of the N/2+1 one-sided bins (6 FLOPs each). "monarch": rows packed in pairs (⌈B/2⌉·H complex
-    sequences), per pair a forward and an inverse Monarch FFT and a complex multiply of N bins.
+    multiply of the N/2+1 one-sided bins (6 FLOPs each). "monarch" (the fused kernel): per row the half-length
+    trick, a forward and an inverse Monarch FFT of N/2 points (sizes: half_sizes(N)) and 46 FLOPs per bin of
+    pointwise work (HALF_POINTWISE_FLOPS). "monarch_pairs" (the design it replaced): rows packed in pairs
+    (⌈B/2⌉·H complex sequences), per pair a forward and an inverse N-point Monarch FFT and a complex multiply of N
+    bins. "learned" (learned blocks, kernels' learned_fwd_kernel): per row a real-input forward Monarch FFT of N
+    points (first factor on a real tile: half price), ⊙ k_f, the real-output inverse (last factor: half price).
     """
     if method == "radix2":
         return B * H * (2 * 0.5 * radix2_fft_flops(N) + 6 * (N // 2 + 1))
     if method == "monarch":
+        return B * H * (2 * monarch_fft_flops(N // 2, sizes or half_sizes(N)) + HALF_POINTWISE_FLOPS * (N // 2))
+    if method == "monarch_pairs":
         return -(-B // 2) * H * (2 * monarch_fft_flops(N, sizes) + 6 * N)
-    raise ValueError(f"method={method!r}: use 'radix2' or 'monarch'")
+    if method == "learned":
+        N1, N2 = _split(N, sizes)
+        return B * H * (2 * (4 * N * N1 + 8 * N * N2) + 2 * 6 * N + 6 * N)  # 2 passes, twiddles, ⊙ k_f
+    raise ValueError(f"method={method!r}: use 'radix2', 'monarch', 'monarch_pairs' or 'learned'")
+
+
+def three_pass_flops(N: int, B: int, H: int, packed: bool = False) -> float:
+    """Real FLOPs of the three-pass forward: the outer N0-point DFT down the M-strided rows in pass 1 and back in
+    pass 3 (dense dots, a real operand in pass 1 and a real result in pass 3: 4·N0 FLOPs per point each, 8·N0 per
+    complex point of a pair when packed), twiddles, and one inner M-point convolution (two Monarch FFTs and ⊙ k_f)
+    per stored outer row: R = N0/2 + 1 per row (N0 per pair when packed)."""
+    from kernels.three_pass import three_pass_sizes
+
+    N0, M1, M2 = three_pass_sizes(N)
+    M = M1 * M2
+    inner = 2 * monarch_fft_flops(M, (M1, M2)) + 6 * M
+    if packed:
+        return -(-B // 2) * H * (2 * 8 * N0 * N + 2 * 6 * N + N0 * inner)
+    R = N0 // 2 + 1
+    return B * H * (2 * 4 * N0 * N + 2 * 6 * R * M + R * inner)  # pass 1 computes all N0 rows, stores R
 
 
 def roofline_ms(nbytes: float, flops: float, bytes_per_s: float, flops_per_s: float) -> float:
