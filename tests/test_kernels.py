@@ -7,7 +7,6 @@ output cast to the dtype) plus atol 1e-2 (dk: 1e-1) — atol relative to the out
 scale; for u = randn·0.02 and kernels k = randn with no decay, as in flash-fft-conv's tests, and for the families of
 issue 14 (large means, samples of very different sizes, inputs near the dtype's limits).
 """
-import contextlib
 import importlib.util
 import os
 import subprocess
