@@ -22,13 +22,17 @@ Hyena by fitting such SSMs to the trained filters. This module does it for the w
    the balanced truncation) and the poles are λ = eig(A), inside the closed unit disk because balanced truncation
    keeps a stable system stable. (Realising only the window, the half-size Hankel matrix of the plain eigensystem
    realization algorithm, returns poles outside the disk for kernels that do not decay within L; pulling them in
-   afterwards cost far more accuracy than this.)
+   afterwards cost far more accuracy than this.) When only a few states are wanted from a long kernel, the top
+   singular pairs come from a randomized range finder instead (Halko, Martinsson & Tropp 2011), see HankelFit.
 2. **Residues and the direct term by linear least squares** on the window, given the poles (the second step of
-   Prony's method, e.g. Hildebrand 1956, *Introduction to Numerical Analysis* §9.4; `numpy.linalg.lstsq` on
-   unit-norm columns): k̂ is linear in (c, d). A pole on the circle is pulled to radius `max_radius` < 1 first.
+   Prony's method, e.g. Hildebrand 1956, *Introduction to Numerical Analysis* §9.4; `numpy.linalg.svd` of the
+   design matrix with unit-norm columns): k̂ is linear in (c, d). A pole on the circle is pulled to radius
+   `max_radius` < 1 first. Where nearly equal poles would need residues summing to more than `max_gain` times the
+   kernel's peak (exact in float64, lost in a float32 recurrence), a ridge term holds them down (Tikhonov).
 3. **Refinement by gradient descent** (Adam) on the summed relative squared kernel error over poles (log-decay and
    angle, so |λ| < 1 always), residues and d, as the Laughing Hyena distillation refines its modal fit; each channel
-   keeps its best iterate, so refinement never makes a channel worse.
+   keeps its best iterate, and the fit before refinement wherever that is better or refinement broke the gain
+   limit, so refinement never makes a channel worse.
 
 The fitted SSM is real: each pole is real or one of a conjugate pair, stored once with its residue doubled
 (2·Re(c λ^t) = c λ^t + c̄ λ̄^t). **Order** N counts real states: 1 per real pole, 2 per pair (the dimension of the
@@ -140,11 +144,17 @@ def _stabilise(real, pairs, max_radius):
     return real, pairs
 
 
-def _fit_residues(k, real, pairs):
-    """Least-squares residues and direct term for fixed poles: k (L,) → (k̂ (L,), modes, residues, d).
+_RIDGE = (0.0,) + tuple(10.0 ** e for e in range(-14, 1))  # ridge weights μ/σ₁² tried until the gain is met
+
+
+def _fit_residues(k, real, pairs, max_gain=None):
+    """Least-squares residues and direct term for fixed poles: k (L,) → (k̂ (L,), modes, residues, is_pair, d).
 
     Real design matrix: a column δ_t for d, λ^t per real pole, Re λ^t and Im λ^t per pair (2·Re(c λ^t) =
-    2 Re c · Re λ^t − 2 Im c · Im λ^t), so the number of pole columns is the real order.
+    2 Re c · Re λ^t − 2 Im c · Im λ^t), so the number of pole columns is the real order; columns scaled to unit
+    norm and solved through their SVD. max_gain: if the residues sum to more than max_gain × max|k̂| (nearly equal
+    poles cancelling, which a float32 recurrence cannot reproduce), the smallest ridge μ = 10^-14 … 1 (× σ₁²) that
+    brings the gain down is used instead (Tikhonov regularisation; the error then rises accordingly).
     """
     L = k.shape[-1]
     cols = [np.eye(1, L, 0)[0]]  # δ_t
@@ -154,19 +164,24 @@ def _fit_residues(k, real, pairs):
         P = _powers(pairs, L)  # (np, L)
         cols += list(P.real) + list(P.imag)
     X = np.stack(cols, axis=1)  # (L, 1 + nr + 2·np)
-    norms = np.linalg.norm(X, axis=0)  # unit columns: a slow pole's column must not drown the others in lstsq's rcond
+    norms = np.linalg.norm(X, axis=0)  # unit columns: a slow pole's column must not drown the others
     norms = np.where(norms > 0, norms, 1.0)
-    coef, *_ = np.linalg.lstsq(X / norms, k, rcond=None)
-    coef = coef / norms
-    k_hat = X @ coef
+    U, sv, Vt = np.linalg.svd(X / norms, full_matrices=False)
+    b = U.T @ k
     nr, npair = real.size, pairs.size
-    res_real = coef[1:1 + nr].astype(np.complex128)
-    a, b = coef[1 + nr:1 + nr + npair], coef[1 + nr + npair:]
-    res_pair = a - 1j * b  # folded residue 2c: Re(2c λ^t) = a Re λ^t + b Im λ^t
+    for mu in _RIDGE:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.where(sv > sv[0] * 1e-15, sv / (sv ** 2 + mu * sv[0] ** 2), 0.0)  # filter factors
+        coef = (Vt.T @ (f * b)) / norms
+        k_hat = X @ coef
+        a_, b_ = coef[1 + nr:1 + nr + npair], coef[1 + nr + npair:]
+        res = np.concatenate([coef[1:1 + nr].astype(np.complex128), a_ - 1j * b_])  # pairs: folded residue 2c
+        gain = np.abs(res).sum() / max(np.abs(k_hat).max(), np.finfo(float).tiny)
+        if max_gain is None or gain <= max_gain:
+            break
     modes = np.concatenate([real.astype(np.complex128), pairs])
-    residues = np.concatenate([res_real, res_pair])
     is_pair = np.concatenate([np.zeros(nr, bool), np.ones(npair, bool)])
-    return k_hat, modes, residues, is_pair, float(coef[0])
+    return k_hat, modes, res, is_pair, float(coef[0])
 
 
 # ---------------------------------------------------------------- step 1–2: Hankel SVD, ERA, least squares
@@ -181,19 +196,53 @@ class _ChannelFit:
     direct: float
 
 
+_OVERSAMPLE = 16  # extra directions of the randomized range finder
+
+
+def _hankel_top(g, K, seed):
+    """Singular values (descending) and vectors of the symmetric Hankel matrix H[i, j] = g[i + j] (0 past the end),
+    (n,) → ((K',), (n, K')): all n of them by scipy.linalg.eigh when K + 16 ≥ n/2, else the top K' = K + 16 by a
+    randomized range finder with three power iterations and FFT products H·X (cross-correlation of g with X)."""
+    import scipy.linalg
+
+    n = g.size
+    if K + _OVERSAMPLE >= n / 2:
+        mu, Q = scipy.linalg.eigh(scipy.linalg.hankel(g, np.zeros_like(g)), driver="evd")  # (n,), (n, n)
+    else:
+        m = 2 * n
+        G = np.fft.rfft(g, m)  # (n + 1,)
+
+        def hankel_times(X):  # H X = cross-correlation of g with each column: (n, p) → (n, p)
+            return np.fft.irfft(G[:, None] * np.conj(np.fft.rfft(X, m, axis=0)), m, axis=0)[:n]
+
+        X = np.random.default_rng(seed).standard_normal((n, K + _OVERSAMPLE))  # (n, K')
+        for _ in range(3):
+            X = np.linalg.qr(hankel_times(X))[0]  # power iteration: range of H^(2q+1)
+        Q = np.linalg.qr(hankel_times(X))[0]  # (n, K')
+        mu, W = np.linalg.eigh(Q.T @ hankel_times(Q))  # (K',), (K', K')  Rayleigh–Ritz
+        Q = Q @ W  # (n, K')
+    idx = np.argsort(-np.abs(mu), kind="stable")  # singular values |μ|, descending
+    return np.abs(mu[idx]), Q[:, idx]
+
+
 class HankelFit:
     """Hankel singular values and vectors of a bank of kernels, computed once; `fit(order=…)` or `fit(tol=…)`
     realises them (balanced truncation of each kernel as an FIR system, then least-squares residues).
 
-    k: (L,), (H, L) or (C, H, L) real, finite, L ≥ 3 (a ValueError otherwise). One `scipy.linalg.eigh` per channel
-    of the symmetric (L−1) × (L−1) Hankel matrix of k[1:] (about 0.1 s at L = 784 on one core). max_order (default
-    L − 1): the most states any fit may use; only that many singular vectors are kept. `singular_values`
-    (…, L − 1) float64, descending. threads: BLAS threads while fitting (threadpoolctl, when installed).
+    k: (L,), (H, L) or (C, H, L) real, finite, L ≥ 3 (a ValueError otherwise). max_order (default L − 1): the most
+    states any fit may use. Per channel, the symmetric (L−1) × (L−1) Hankel matrix of k[1:] is decomposed exactly
+    by `scipy.linalg.eigh` when max_order + 16 ≥ (L − 1)/2 (about 0.1 s at L = 784 on an idle core), otherwise only
+    its top max_order + 16 singular pairs are found by a randomized range finder (Halko, Martinsson & Tropp 2011,
+    SIAM Review 53(2), Alg. 4.4: three power iterations, Gaussian test matrix from `seed`, Hankel products by FFT;
+    about 4× faster there and exact when the Hankel rank is below that). `singular_values` (…, K) float64,
+    descending, K = L − 1 or max_order + 16. max_gain (default 1e3, None: no limit): a fit whose residues sum to
+    more than max_gain × its kernel's peak is regularised (ridge) until they do not — at high orders balanced
+    truncation returns clusters of nearly equal poles whose residues cancel, exact in float64 on the window but lost
+    in a float32 recurrence; at 1e3 a float32 recurrence keeps about 4 of its 7 digits. threads: BLAS threads while
+    fitting (threadpoolctl, when installed).
     """
 
-    def __init__(self, k, max_order=None, max_radius=0.9999, threads=1):
-        import scipy.linalg
-
+    def __init__(self, k, max_order=None, max_radius=0.9999, max_gain=1e3, threads=1, seed=0):
         self.k, self.shape = _kernel_bank(k, "HankelFit")  # (H, L)
         H, L = self.k.shape
         self.L = L
@@ -201,21 +250,21 @@ class HankelFit:
         _check_order(self.max_order, L, "HankelFit (max_order)")
         if not 0 < max_radius < 1:
             raise ValueError(f"HankelFit: max_radius must be in (0, 1), got {max_radius!r}")
-        self.max_radius, self.threads = float(max_radius), threads
+        if max_gain is not None and not max_gain >= 1:
+            raise ValueError(f"HankelFit: max_gain must be None or ≥ 1, got {max_gain!r}")
+        self.max_radius, self.max_gain, self.threads = float(max_radius), max_gain, threads
         self._U, s = [], []
         with _blas_threads(threads):
             for h in range(H):
-                g = self.k[h, 1:]  # (L − 1,) Markov parameters
-                mu, Q = scipy.linalg.eigh(scipy.linalg.hankel(g, np.zeros_like(g)), driver="evd")  # (L−1,), (L−1, L−1)
-                idx = np.argsort(-np.abs(mu), kind="stable")  # singular values |μ|, descending
-                self._U.append(Q[:, idx[:self.max_order]])  # (L − 1, max_order)
-                s.append(np.abs(mu[idx]))
-        self._s = np.stack(s)  # (H, L − 1)
+                sv, U = _hankel_top(self.k[h, 1:], self.max_order, seed + h)  # (K,), (L − 1, K)
+                self._U.append(U[:, :self.max_order])  # (L − 1, max_order)
+                s.append(sv)
+        self._s = np.stack(s)  # (H, K)
         self._cache = {}
 
     @property
     def singular_values(self):
-        """Hankel singular values (…, L − 1), descending, in the kernels' units."""
+        """Hankel singular values (…, K), descending, in the kernels' units (K: see the class docstring)."""
         return self._s.reshape(*self.shape, -1)
 
     def rank(self, h):
@@ -225,11 +274,13 @@ class HankelFit:
 
     def tail_order(self, tol):
         """Per channel, the smallest N with √(Σ_{i>N} σ_i²)/√(Σ σ_i²) ≤ tol, capped at max_order: (H,) int."""
-        s2 = self._s ** 2
-        tail = np.sqrt(np.clip(s2.sum(-1, keepdims=True) - np.cumsum(s2, -1), 0, None))  # (H, n): tail after i+1
-        total = np.sqrt(s2.sum(-1, keepdims=True))
-        ok = tail <= tol * np.where(total > 0, total, 1.0)
-        return np.clip(ok.argmax(-1) + 1, 1, self.max_order)
+        s2 = self._s ** 2  # (H, K)
+        m = np.arange(self.L - 1)
+        total2 = ((m + 1) * self.k[:, 1:] ** 2).sum(-1, keepdims=True)  # (H, 1) ‖H‖_F² = Σ σ_i², all L − 1 of them
+        tail = np.sqrt(np.clip(total2 - np.cumsum(s2, -1), 0, None))  # (H, K): tail energy after i + 1 states
+        ok = tail <= tol * np.sqrt(np.where(total2 > 0, total2, 1.0))
+        first = np.where(ok.any(-1), ok.argmax(-1) + 1, self.max_order)
+        return np.clip(first, 1, self.max_order)
 
     def _fit_channel(self, h, N):
         key = (h, N)
@@ -241,7 +292,7 @@ class HankelFit:
                 U = self._U[h][:, :N_eff]  # (L − 1, N)
                 A = U.T @ np.vstack([U[1:], np.zeros((1, N_eff))])  # (N, N)  U_Nᵀ Z U_N: balanced truncation
                 real, pairs = _stabilise(*_split_modes(np.linalg.eigvals(A)), self.max_radius)
-            k_hat, modes, res, is_pair, d = _fit_residues(self.k[h], real, pairs)
+            k_hat, modes, res, is_pair, d = _fit_residues(self.k[h], real, pairs, self.max_gain)
             err = float(relative_error(k_hat, self.k[h]))
             self._cache[key] = _ChannelFit(int(real.size + 2 * pairs.size), err, modes, res, is_pair, d)
         return self._cache[key]
@@ -288,7 +339,12 @@ class HankelFit:
             else:
                 _check_tol(tol, "HankelFit.fit")
                 fits = [self._fit_channel(h, self._order_for_tol(h, tol)) for h in range(H)]
-        return Distillation.from_channels(fits, self.k, self.shape, method="hankel")
+        out = Distillation.from_channels(fits, self.k, self.shape, method="hankel")
+        out.max_gain = self.max_gain
+        return out
+
+
+_CONTROLLER = []  # one threadpoolctl.ThreadpoolController, built on first use (scanning the libraries costs ~10 ms)
 
 
 class _blas_threads:
@@ -300,10 +356,13 @@ class _blas_threads:
     def __enter__(self):
         if self.n is not None:
             try:
-                from threadpoolctl import threadpool_limits
-                self.ctx = threadpool_limits(self.n)
+                from threadpoolctl import ThreadpoolController
             except ImportError:
-                self.ctx = None
+                return self
+            import scipy.linalg  # noqa: F401  scipy's own BLAS must be loaded before the controller looks for it
+            if not _CONTROLLER:
+                _CONTROLLER.append(ThreadpoolController())
+            self.ctx = _CONTROLLER[0].limit(limits=self.n)
         return self
 
     def __exit__(self, *exc):
@@ -332,6 +391,7 @@ class Distillation:
     shape: tuple
     L: int
     method: str
+    max_gain: float | None = None  # the residue gain the fit was held to (HankelFit's max_gain)
 
     @classmethod
     def from_channels(cls, fits, k, shape, method):
@@ -382,20 +442,26 @@ class Distillation:
                 "error_max": float(e.max()), "error_hankel_mean": float(self.error_hankel.mean())}
 
 
+def _power_chunks(lam, L, chunk):
+    """(t0, λ^t for t = t0 … t0 + T − 1) over t0 = 0, chunk, 2·chunk … < L: lam (…, M) → (…, M, T) blocks, by
+    repeated doubling within a block and one product per block after (no exp/cos/sin; memory …·M·chunk)."""
+    base = _powers_doubling(lam, min(L, chunk))  # (…, M, chunk)
+    jump = base[..., -1] * lam  # λ^chunk
+    scale = torch.ones_like(lam)
+    for t0 in range(0, L, chunk):
+        T = min(chunk, L - t0)
+        yield t0, scale[..., None] * base[..., :T]
+        scale = scale * jump
+
+
 def ssm_kernel(poles, residues, direct, L, chunk=2048):
     """k̂[h, t] = direct[h]·[t = 0] + Re Σ_m residues[h, m]·poles[h, m]^t: (H, M), (H, M), (H,) → (H, L) real.
 
-    Computed in the poles' complex dtype by exp(t·log λ) in chunks of `chunk` lags (memory H·M·chunk).
+    In the poles' complex dtype, powers by repeated doubling, in blocks of `chunk` lags (memory H·M·chunk).
     """
     if not isinstance(L, int) or L < 1:
         raise ValueError(f"ssm_kernel: L must be an int ≥ 1, got {L!r}")
-    r = poles.abs().clamp_min(torch.finfo(poles.real.dtype).tiny)
-    log_p = torch.complex(r.log(), poles.angle())  # (H, M)
-    parts = []
-    for t0 in range(0, L, chunk):
-        t = torch.arange(t0, min(L, t0 + chunk), dtype=poles.real.dtype, device=poles.device)  # (T,)
-        V = torch.exp(log_p[..., None] * t)  # (H, M, T)
-        parts.append(torch.einsum("hm,hmt->ht", residues, V).real)  # (H, T)
+    parts = [torch.einsum("hm,hmt->ht", residues, V).real for _, V in _power_chunks(poles, L, chunk)]  # (H, T) each
     k = torch.cat(parts, dim=-1)  # (H, L)
     k[:, 0] = k[:, 0] + direct
     return k
@@ -477,8 +543,12 @@ def refine(fit, k, steps=200, lr=1e-2, dtype=torch.float32):
     poles = torch.where(active.bool(), torch.polar(torch.exp(-torch.exp(ell)), th), fit.poles)
     residues = torch.complex(cr * active.double(), ci * active.double() * pair) * scale[:, None]
     direct = d * scale
-    err = torch.from_numpy(relative_error(ssm_kernel(poles, residues, direct, fit.L).numpy(), K))
-    keep = err < fit.error  # (H,) refinement helped (in float64)
+    k_ref = ssm_kernel(poles, residues, direct, fit.L)  # (H, L) float64
+    err = torch.from_numpy(relative_error(k_ref.numpy(), K))
+    keep = err < fit.error  # (H,) refinement helped (in float64) …
+    if fit.max_gain is not None:  # … without more cancellation than the fit was held to
+        gain = residues.abs().sum(-1) / k_ref.abs().amax(-1).clamp_min(torch.finfo(torch.float64).tiny)
+        keep &= (gain <= fit.max_gain) | (gain <= fit.gain)
     return dataclasses.replace(
         fit, poles=torch.where(keep[:, None], poles, fit.poles), residues=torch.where(keep[:, None], residues,
                                                                                       fit.residues),
@@ -487,17 +557,19 @@ def refine(fit, k, steps=200, lr=1e-2, dtype=torch.float32):
 
 
 def distill(k, order=None, tol=None, *, refine_steps=200, lr=1e-2, max_order=None, max_radius=0.9999,
-            hankel=None):
+            max_gain=1e3, hankel=None):
     """Fit a diagonal SSM to every channel of k (…, L): balanced truncation, least-squares residues, Adam refinement.
 
     k: (L,), (H, L) or (C, H, L) real tensor; order: real states per channel (1 ≤ order ≤ L − 1) or tol: the
     relative L2 error each channel's fit before refinement must meet (its order is then the smallest that does; see
-    the module docstring); refine_steps: Adam steps after (0: none). `hankel`: a HankelFit of the same k to reuse
-    its eigendecompositions. Raises ValueError for NaN/Inf kernels, order < 1, order > L − 1, tol outside (0, 1),
-    or both/neither of order and tol. Returns a Distillation (order, error, error_hankel per channel; .ssm()).
+    the module docstring); refine_steps: Adam steps after (0: none); max_gain: the most the residues may sum to,
+    relative to the kernel's peak (None: no limit; see HankelFit). `hankel`: a HankelFit of the same k to reuse its
+    eigendecompositions (its own max_order / max_radius / max_gain then apply). Raises ValueError for NaN/Inf
+    kernels, order < 1, order > L − 1, tol outside (0, 1), or both/neither of order and tol. Returns a Distillation
+    (order, error, error_hankel, gain per channel; .ssm() builds the module).
     """
     if hankel is None:
-        hankel = HankelFit(k, max_order=max_order, max_radius=max_radius)
+        hankel = HankelFit(k, max_order=max_order, max_radius=max_radius, max_gain=max_gain)
     fit = hankel.fit(order=order, tol=tol)
     return refine(fit, k, steps=refine_steps, lr=lr) if refine_steps else fit
 
@@ -534,14 +606,15 @@ class DiagonalSSM(nn.Module):
         """u (B, H, L) → y (B, H, L) = k̂ ∗ u (+ u·D): the convolutional form, through lconv.conv.fft_conv."""
         return fft_conv(u, self.kernel(u.shape[-1]).to(u.dtype), D=D)
 
-    def final_state(self, u):
-        """The state after reading u (…, H, L) from zero: x_L = Σ_s λ^{L−1−s} u_s, (…, H, M) complex."""
+    def final_state(self, u, chunk=2048):
+        """The state after reading u (…, H, L) from zero: x_L = Σ_j λ^j u_{L−1−j}, (…, H, M) complex (powers in
+        complex128, in blocks of `chunk` steps: memory H·M·chunk)."""
         L = u.shape[-1]
-        r = self.poles.abs().clamp_min(torch.finfo(torch.float64).tiny)
-        log_p = torch.complex(r.log(), self.poles.angle())  # (H, M)
-        lag = torch.arange(L - 1, -1, -1, dtype=torch.float64, device=u.device)  # (L,) L−1 … 0
-        V = torch.exp(log_p[..., None] * lag).to(self.poles_c.dtype)  # (H, M, L)
-        return torch.einsum("hml,...hl->...hm", V, u.to(self.poles_c.dtype))  # (…, H, M)
+        u_rev = u.flip(-1).to(torch.complex128)  # (…, H, L): u_{L−1−j} at j
+        x = 0
+        for j0, V in _power_chunks(self.poles, L, chunk):  # V (H, M, T) = λ^j, j = j0 … j0 + T − 1
+            x = x + torch.einsum("hmt,...ht->...hm", V, u_rev[..., j0:j0 + V.shape[-1]])  # (…, H, M)
+        return x.to(self.poles_c.dtype)
 
     def zero_state(self, batch_shape, device=None):
         """x_0 = 0 of shape (*batch_shape, H, M)."""
@@ -735,6 +808,18 @@ def distill_lm(model, order=None, tol=None, *, refine_steps=200, lr=1e-2, fits=N
     return out, pd.DataFrame(rows)
 
 
+@torch.no_grad()
+def stepwise_logits(model, tokens):
+    """Logits (B, T, V) of a CausalLM computed token by token: prefill of the first token, then one `step` per token
+    (the recurrent path of cached generation), to compare with model(tokens) (the convolutional path)."""
+    logits, state = model.prefill(tokens[:, :1])  # (B, 1, V)
+    out = [logits[:, 0]]
+    for t in range(1, tokens.shape[1]):
+        step, state = model.step(tokens[:, t], state)  # (B, V)
+        out.append(step)
+    return torch.stack(out, dim=1)  # (B, T, V)
+
+
 def extend_context(model, l_max):
     """A copy of a distilled CausalLM that accepts sequences up to `l_max` (e.g. to time generation past training).
 
@@ -883,6 +968,13 @@ def smoothness_order_verdict(table, tol, max_order):
             + "; ".join(parts) + ".")
 
 
+def smallest_order_within(base_ppl, sweep, rel=0.01):
+    """The smallest uniform order in `sweep` (rows with order, val_ppl) whose perplexity is within a relative `rel`
+    of base_ppl, or None."""
+    close = sorted(r["order"] for r in sweep if abs(r["val_ppl"] - base_ppl) <= rel * base_ppl)
+    return close[0] if close else None
+
+
 def distillation_statement(base_ppl, sweep, tol_row, rel=0.01):
     """Sentence on the distilled language model from measured numbers.
 
@@ -892,11 +984,11 @@ def distillation_statement(base_ppl, sweep, tol_row, rel=0.01):
     if not sweep:
         raise ValueError("distillation_statement: pass at least one sweep row")
     rows = sorted(sweep, key=lambda r: r["order"])
-    close = [r["order"] for r in rows if abs(r["val_ppl"] - base_ppl) <= rel * base_ppl]
+    n_star = smallest_order_within(base_ppl, rows, rel)
     change = 100 * (tol_row["val_ppl"] - base_ppl) / base_ppl
     lo, hi = min(r["val_ppl"] for r in rows), max(r["val_ppl"] for r in rows)
-    first = (f"the smallest uniform order within {100 * rel:g}% of it is {close[0]} (kernel error "
-             f"{next(r['error_mean'] for r in rows if r['order'] == close[0]):.3f})" if close else
+    first = (f"the smallest uniform order within {100 * rel:g}% of it is {n_star} (kernel error "
+             f"{next(r['error_mean'] for r in rows if r['order'] == n_star):.3f})" if n_star is not None else
              f"no uniform order tried (up to {rows[-1]['order']}) comes within {100 * rel:g}% of it")
     return (f"Original validation perplexity {base_ppl:.3f}. Distilled per channel to relative kernel error ≤ "
             f"{tol_row['tol']:g} (mean order {tol_row['order_mean']:.1f}, mean error {tol_row['error_mean']:.3f}): "
@@ -906,16 +998,18 @@ def distillation_statement(base_ppl, sweep, tol_row, rel=0.01):
 
 # ---------------------------------------------------------------- per-profile settings (notebook 06)
 
-# lm_orders: uniform orders for the perplexity curve; lm_tol: the per-channel tolerance of the recurrent model;
-# refine_steps: Adam steps after each fit; speed: context lengths and timed tokens per length; smooth_*: the
-# notebook-02 task whose trained variants are distilled, the tolerance and the order cap of that comparison.
+# lm_orders: uniform orders for the perplexity curve (refined sweep_refine_steps Adam steps each); lm_tol: the
+# per-channel tolerance of the recurrent model (refined refine_steps steps); speed_*: context lengths and timed
+# tokens per length; smooth_*: the notebook-02 task whose trained variants are distilled, the tolerance and the
+# order cap of that comparison; sample_n: tokens generated (capped by the model's l_max).
 SETTINGS = {
-    "smoke": dict(lm_orders=(1, 2, 4, 8), lm_tol=0.3, refine_steps=20, speed_lengths=(64, 128, 256), speed_tokens=3,
+    "smoke": dict(lm_orders=(1, 4, 16), lm_tol=0.3, sweep_refine_steps=10, refine_steps=20,
+                  speed_lengths=(64, 128, 256), speed_tokens=3,
                   smooth_task="digits", smooth_tol=0.1, smooth_max_order=24, sample_n=40),
-    "quick": dict(lm_orders=(1, 2, 4, 8, 16, 32, 64, 96), lm_tol=0.1, refine_steps=100,
+    "quick": dict(lm_orders=(1, 4, 16, 64), lm_tol=0.1, sweep_refine_steps=20, refine_steps=60,
                   speed_lengths=(1024, 2048, 4096, 8192, 16384), speed_tokens=8,
-                  smooth_task="smnist", smooth_tol=0.1, smooth_max_order=128, sample_n=200),
-    "full": dict(lm_orders=(4, 16, 64, 256), lm_tol=0.05, refine_steps=1000,
+                  smooth_task="smnist", smooth_tol=0.1, smooth_max_order=64, sample_n=200),
+    "full": dict(lm_orders=(4, 16, 64, 256), lm_tol=0.05, sweep_refine_steps=300, refine_steps=1000,
                  speed_lengths=(1024, 2048, 4096, 8192, 16384), speed_tokens=32,
                  smooth_task="cifar", smooth_tol=0.05, smooth_max_order=256, sample_n=200),
 }

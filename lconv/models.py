@@ -222,7 +222,8 @@ class CausalLM(nn.Module):
         return self.head(self.norm(h)), {"pos": T, "layers": caches}  # (B, T, V)
 
     def step(self, token, state):
-        """token (B,) ids at position state["pos"] → (logits (B, V), next state); one token through every cache."""
+        """token (B,) ids at position state["pos"] → (logits (B, V), next state); one token through every cache
+        (attention's key/value buffers are written in place)."""
         pos = state["pos"]
         if pos >= self.l_max:
             raise ValueError(f"CausalLM.step: position {pos} is past l_max={self.l_max}; cached generation keeps the "

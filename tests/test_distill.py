@@ -8,7 +8,8 @@ import torch
 
 from lconv.distill import (DiagonalSSM, HankelFit, RecurrentH3, distill, distill_lm, distillation_statement,
                            extend_context, generation_speed, lm_kernels, order_table, refine, relative_error,
-                           settings, smoothness_order_verdict, speed_statement, ssm_kernel)
+                           settings, smallest_order_within, stepwise_logits,
+                           smoothness_order_verdict, speed_statement, ssm_kernel)
 from lconv.lm import build_lm, generate
 from lconv.mixers import H3
 from lconv.models import CausalLM
@@ -135,6 +136,7 @@ def test_diagonal_ssm_recurrence_equals_its_convolution_in_fp32():
     for t in range(96):
         _, x = ssm.step(x, u[..., t])
     assert torch.allclose(ssm.final_state(u), x, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(ssm.final_state(u, chunk=10), x, atol=1e-4, rtol=1e-4)
     # the kernel helper agrees with the module's
     assert torch.allclose(ssm.kernel(96).double(), ssm_kernel(ssm.poles, ssm.residues, ssm.direct, 96), atol=1e-6)
 
@@ -157,13 +159,15 @@ def test_recurrent_h3_forward_recurrence_and_prefill_step_agree(conv, head_dim):
             assert (y_t - y[:, t]).abs().max() < 1e-5 * max(1.0, y.abs().max().item())
 
 
-def test_ill_conditioned_fits_warn_in_float32():
+def test_ill_conditioned_fits_are_held_to_max_gain_or_warn_in_float32():
     fir = torch.zeros(4, 8)
     fir[:, 1:] = torch.randn(4, 7)  # a short FIR: its full order has all poles at 0, which no diagonal form holds
-    fit = distill(fir, order=7, refine_steps=0)
+    fit = distill(fir, order=7, refine_steps=0, max_gain=None)
     assert fit.gain.max() > 1e4
     with pytest.warns(UserWarning, match="lose"):
         fit.ssm(torch.float32)
+    held = distill(fir, order=7, refine_steps=30)  # the default max_gain = 1e3 regularises those channels
+    assert held.gain.max() <= 1e3 * (1 + 1e-6) and (held.error >= fit.error - 1e-12).all()
     assert distill(planted(2, 64, 1, 1)[0], order=3, refine_steps=0).gain.max() < 1e3
 
 
@@ -215,6 +219,9 @@ def test_cached_generation_equals_uncached_token_for_token(variant):
         a = generate(model, prompt, 50, temperature=temperature, seed=1)
         b = generate(model, prompt, 50, temperature=temperature, seed=1, cache=True)
         assert torch.equal(a, b)
+    with torch.no_grad():
+        full = model(a)
+        assert (stepwise_logits(model, a) - full).abs().max() < 1e-4 * max(1.0, full.abs().max().item())
 
 
 def test_cached_generation_refuses_what_it_cannot_do():
@@ -273,6 +280,7 @@ def test_order_table_verdict_and_distillation_statement():
     sweep = [{"order": 2, "error_mean": 0.5, "val_ppl": 7.0}, {"order": 8, "error_mean": 0.1, "val_ppl": 6.01}]
     s = distillation_statement(6.0, sweep, {"tol": 0.1, "order_mean": 5.0, "error_mean": 0.08, "val_ppl": 6.03})
     assert "+0.50%" in s and "smallest uniform order within 1% of it is 8" in s
+    assert smallest_order_within(6.0, sweep) == 8 and smallest_order_within(6.0, sweep[:1]) is None
     s = distillation_statement(6.0, sweep[:1], {"tol": 0.1, "order_mean": 5.0, "error_mean": 0.08, "val_ppl": 6.03})
     assert "no uniform order tried" in s
 
