@@ -518,9 +518,13 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
 
 
 if __name__ == "__main__":  # python -m lconv.train upgrade PATH …: rewrite your own earlier-format checkpoints
-    if len(sys.argv) < 3 or sys.argv[1] != "upgrade":
-        sys.exit("usage: python -m lconv.train upgrade CHECKPOINT.pt … (only checkpoints you wrote yourself: "
-                 "loading the earlier format runs its pickle)")
+    if len(sys.argv) < 3 or sys.argv[1] != "upgrade" or {"-h", "--help"} & set(sys.argv[2:]):
+        sys.exit("usage: python -m lconv.train upgrade CHECKPOINT.pt … — rewrites checkpoints of the earlier format in "
+                 f"format {CHECKPOINT_FORMAT}, which loads with torch.load(weights_only=True) (only checkpoints you "
+                 "wrote yourself: loading the earlier format runs its pickle)")
+    missing = [p for p in sys.argv[2:] if not Path(p).is_file()]
+    if missing:
+        sys.exit(f"no such checkpoint file: {', '.join(missing)}")
     for p in sys.argv[2:]:
         upgrade_checkpoint(p)
         print(f"upgraded {p} to checkpoint format {CHECKPOINT_FORMAT}")
