@@ -461,6 +461,17 @@ def _scale_row(x, NORM: tl.constexpr):
 
 
 @triton.jit
+def _scale_pair(ar, ai, NORM: tl.constexpr):
+    """(ar·s, ai·s, 1/s) with s a power of two making max(|ar|, |ai|)·s ∈ [1/2, 1) when NORM, else (ar, ai, 1): the
+    complex twin of _scale_row."""
+    inv = 1.0
+    if NORM:
+        s, inv = _pow2_scale(_absmax(ar, ai))
+        ar, ai = ar * s, ai * s
+    return ar, ai, inv
+
+
+@triton.jit
 def _load_block(ptr, M: tl.constexpr, DOT: tl.constexpr, TRANS: tl.constexpr):
     """One complex (M, M) block from its (2, M, M) re/im table in the dot dtype; TRANS=True gives its transpose."""
     r = tl.arange(0, M)
@@ -498,13 +509,7 @@ def _real_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT: tl.constexpr, PREC: tl.
 def _load_k_full(k_f_ptr, h, n, N: tl.constexpr, NORM: tl.constexpr):
     """K = k_f[h] (re, im (N1, N2) tiles in the N-point permuted order) scaled to max|K| < 1 when NORM, and 1/scale."""
     base = h.to(tl.int64) * 2 * N
-    kr = tl.load(k_f_ptr + base + n)
-    ki = tl.load(k_f_ptr + base + N + n)
-    inv = 1.0
-    if NORM:
-        s, inv = _pow2_scale(_absmax(kr, ki))
-        kr, ki = kr * s, ki * s
-    return kr, ki, inv
+    return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + N + n), NORM)
 
 
 @triton.jit

@@ -101,7 +101,7 @@ try:
     import triton.language as tl
 
     from kernels.flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start,
-                                         _to_out)
+                                         _scale_pair, _to_out)
 
     HAS_TRITON = True
 except ImportError:  # no triton: the reference runs everywhere
@@ -302,25 +302,14 @@ if HAS_TRITON:
     @triton.jit
     def _load_inner(z_ptr, base, RM, n, mask, NORM: tl.constexpr):
         """One stored inner row (re, im (M1, M2) fp32 tiles), scaled by a power of two when NORM, and 1/scale."""
-        zr = tl.load(z_ptr + base + n, mask=mask, other=0.0)
-        zi = tl.load(z_ptr + base + RM + n, mask=mask, other=0.0)
-        inv = 1.0
-        if NORM:
-            s, inv = _pow2_scale(_absmax(zr, zi))
-            zr, zi = zr * s, zi * s
-        return zr, zi, inv
+        return _scale_pair(tl.load(z_ptr + base + n, mask=mask, other=0.0),
+                           tl.load(z_ptr + base + RM + n, mask=mask, other=0.0), NORM)
 
     @triton.jit
     def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: tl.constexpr):
         """k_f[h] at outer row f0 (re, im (M1, M2) tiles), scaled to max|K| < 1 when NORM, and 1/scale."""
         base = h.to(tl.int64) * 2 * N + f0 * M
-        kr = tl.load(k_f_ptr + base + n)
-        ki = tl.load(k_f_ptr + base + N + n)
-        inv = 1.0
-        if NORM:
-            s, inv = _pow2_scale(_absmax(kr, ki))
-            kr, ki = kr * s, ki * s
-        return kr, ki, inv
+        return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + N + n), NORM)
 
     @triton.jit
     def inner_conv_kernel(
