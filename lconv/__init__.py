@@ -12,8 +12,8 @@ _EXPORTS = {
     # regularize.py
     "squash": "regularize", "smooth": "regularize", "smooth_freq": "regularize", "kernel_dropout": "regularize",
     # layers.py
-    "LongConvKernel": "layers", "S4DKernel": "layers", "LongConv": "layers", "optimizer_groups": "layers",
-    "make_optimizer": "layers",
+    "LongConvKernel": "layers", "S4DKernel": "layers", "LongConv": "layers", "optimizer_groups": "train",
+    "make_optimizer": "train",
     # inspect.py
     "sparsity": "inspect", "total_variation": "inspect", "high_freq_energy": "inspect", "spectrum": "inspect",
     "spectral_total_variation": "inspect",
@@ -23,7 +23,7 @@ _EXPORTS = {
     "SequenceClassifier": "models", "CausalLM": "models", "count_params": "models", "evaluate": "train",
     # learned_butterfly.py
     "LearnedButterfly": "learned_butterfly", "LearnedButterflyLongConv": "learned_butterfly",
-    "learned_butterfly_conv": "learned_butterfly", "use_learned_butterfly": "learned_butterfly",
+    "learned_butterfly_conv": "butterfly", "use_learned_butterfly": "learned_butterfly",
     # monarch.py
     "MonarchLinear": "monarch", "MonarchMLP": "monarch", "parameter_savings": "monarch",
     # data/

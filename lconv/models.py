@@ -282,3 +282,14 @@ def _attention_step(attn, x_t, cache, pos):
     K[:, :, pos:pos + 1], V[:, :, pos:pos + 1] = k, v
     y = F.scaled_dot_product_attention(q, K[:, :, :pos + 1], V[:, :, :pos + 1])  # (B, nh, 1, hd)
     return attn.output_linear(y.reshape(B, D)), (K, V)
+
+
+def build_model(task, variant, *, d_model, n_layers, prenorm=False, dropout=0.0, pool="mean", seed=0):
+    """The model factory of the experiments: a SequenceClassifier for `task` with `variant`'s mixer (an
+    lconv.experiments.Variant: .mixer, .kwargs), its parameters drawn from `seed`."""
+    if task.kind != "classify":
+        raise ValueError(f"build_model: task {task.name!r} is a {task.kind!r} task; compare() trains classifiers")
+    torch.manual_seed(seed)
+    return SequenceClassifier(d_input=task.d_input, vocab_size=task.vocab_size, n_classes=task.n_classes,
+                              d_model=d_model, n_layers=n_layers, l_max=task.seq_len, mixer=variant.mixer,
+                              prenorm=prenorm, dropout=dropout, pool=pool, **variant.kwargs)

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from lconv.data import get_task
-from lconv.experiments import (LONG_CONVS, SQUASH_SMOOTH, Variant, accuracy_verdict, build_model, chance_level,
-                               checkpoint_dir, compare, example_kernel, init_variants, kernel_metrics,
-                               lam_sweep_variants, learned_kernels, loglog_slope, run_key, settings,
-                               smoothness_verdict, squash_smooth_variants, task_settings, time_convs,
-                               trainable_fraction)
+from lconv.experiments import Variant, checkpoint_dir, compare, run_key, settings
+from lconv.experiments.long_convs import LONG_CONVS, example_kernel, loglog_slope, time_convs
+from lconv.experiments.squash_smooth import (SQUASH_SMOOTH, accuracy_verdict, chance_level, init_variants,
+                                             lam_sweep_variants, smoothness_verdict, squash_smooth_variants,
+                                             task_settings)
+from lconv.inspect import kernel_metrics, learned_kernels, trainable_fraction
+from lconv.models import build_model
 from lconv.train import train
 
 TRAIN = dict(d_model=8, n_layers=1, steps=6, lr=1e-2, batch_size=16, warmup=1)

@@ -1,15 +1,16 @@
-r"""The language-modelling experiments of notebook 05, as plain functions the notebook calls.
+r"""Notebook 05 (language modelling; notebook 06 reuses it): settings, matched models, runs, sampling, statements.
 
-    from lconv.lm import settings, matched_models, train_lm, param_table, generate, decode_bytes
-    cfg = settings("quick")
-    task = get_task(cfg["task"], profile="quick", **cfg["task_overrides"])
+    from lconv.experiments import settings
+    from lconv.experiments.language_modeling import SETTINGS, matched_models, train_lm, param_table, generate
+    cfg = settings(SETTINGS, "quick")
+    task = get_task(cfg["task"], profile="quick", **cfg["overrides"])
     models = matched_models(["Transformer", "H3", "H3-Conv"], task.vocab_size, task.seq_len, **cfg["model"])
     run = train_lm("H3-Conv", models["H3-Conv"], task, **cfg["train"], ckpt_dir="build/checkpoints/05")
     run.val_ppl, run.tokens_per_s, param_table(models)
 
 What is here, in notebook order:
 - SETTINGS: per-profile sizes ("smoke" seconds, "quick" minutes on a 2-core CPU, "full" GPT-2-small-sized models on
-  WikiText-103 with GPT-2 BPE for a GPU) and the paper's numbers (PILE_PPL, MONARCH_WIKITEXT).
+  WikiText-103 with GPT-2 BPE for a GPU); the paper's numbers are lconv.paper's (PILE_PPL, MONARCH_WIKITEXT).
 - build_lm / matched_models: CausalLM variants (Transformer, H3, H3-Conv, Transformer + Monarch MLPs); the
   non-Transformer widths are chosen so that their parameter counts match the Transformer's (match_width).
 - param_breakdown / param_table: parameter counts of the very models that are trained, split by part.
@@ -23,7 +24,6 @@ What is here, in notebook order:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -37,19 +37,9 @@ from lconv.layers import LongConvKernel, S4DKernel
 from lconv.mixers import ShiftKernel
 from lconv.models import CausalLM, count_params
 from lconv.results import pick_device, slug
+from lconv.paper import MONARCH_FEWER_PARAMS, MONARCH_WIKITEXT, PILE_PPL, PILE_TOKENS
 from lconv.train import evaluate, train
 
-
-# ---------------------------------------------------------------- the paper's numbers (PAPER.md claims 4 and 10)
-
-PILE_TOKENS = ("5B", "10B", "15B")
-PILE_PPL = {  # test perplexity on the PILE, 125M-parameter models, GPT-2 BPE [B]
-    "Transformer": (12.7, 11.3, 10.7),
-    "H3": (11.8, 10.7, 10.2),
-    "H3-Conv": (11.9, 10.7, 10.3),
-}
-MONARCH_WIKITEXT = {"GPT-2 small": 20.6, "Monarch MLPs": 20.4}  # test PPL, WikiText-103, GPT-2 BPE [A], [U]
-MONARCH_FEWER_PARAMS = 0.30  # "30% fewer parameters" [A], [U]
 
 # ---------------------------------------------------------------- per-profile settings
 
@@ -65,7 +55,7 @@ VARIANTS = {
 
 SETTINGS = {
     "smoke": dict(
-        task="kjv", task_overrides=dict(seq_len=64, n_train=256, n_val=32, n_test=32),
+        task="kjv", overrides=dict(seq_len=64, n_train=256, n_val=32, n_test=32),
         model=dict(d_model=32, n_layers=2, n_heads=2, width_step=8, attn_layers=(), kernel_lr=3e-3,
                    monarch_nblocks=4),
         train=dict(steps=20, batch_size=8, lr=3e-3, weight_decay=0.0, warmup=2, eval_every=10, eval_batches=4),
@@ -75,7 +65,7 @@ SETTINGS = {
                     model=dict(d_model=32, n_layers=2, n_heads=2, kernel_lr=3e-3),
                     train=dict(steps=20, batch_size=32, lr=3e-3, weight_decay=0.0, warmup=2))),
     "quick": dict(
-        task="kjv", task_overrides=dict(seq_len=128, n_val=256, n_test=256),
+        task="kjv", overrides=dict(seq_len=128, n_val=256, n_test=256),
         model=dict(d_model=64, n_layers=2, n_heads=4, width_step=8, attn_layers=(), kernel_lr=3e-3,
                    monarch_nblocks=4),
         train=dict(steps=300, batch_size=16, lr=3e-3, weight_decay=0.0, warmup=20, eval_every=50,
@@ -90,7 +80,7 @@ SETTINGS = {
     # 12 heads and attention in blocks 1 and 8 follow safari's configs/experiment/pile/{base,h3,h3-conv}.yaml; the
     # sequence length (1024, GPT-2's), steps and batch are our choice for WikiText-103.
     "full": dict(
-        task="wikitext103", task_overrides=dict(tokens="gpt2", seq_len=1024),
+        task="wikitext103", overrides=dict(tokens="gpt2", seq_len=1024),
         model=dict(d_model=768, n_layers=12, n_heads=12, width_step=24, attn_layers=(1, 8), kernel_lr=6e-4,
                    monarch_nblocks=4),
         train=dict(steps=100_000, batch_size=32, lr=6e-4, weight_decay=0.1, warmup=2000, eval_every=5000,
@@ -100,13 +90,6 @@ SETTINGS = {
                     model=dict(d_model=256, n_layers=2, n_heads=4, kernel_lr=1e-3),
                     train=dict(steps=20_000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup=500))),
 }
-
-
-def settings(profile):
-    """A deep copy of SETTINGS[profile]."""
-    if profile not in SETTINGS:
-        raise ValueError(f"profile must be one of {tuple(SETTINGS)}, got {profile!r}")
-    return copy.deepcopy(SETTINGS[profile])
 
 
 # ---------------------------------------------------------------- models at matched size
