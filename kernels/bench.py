@@ -444,7 +444,7 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
         leaves = [t.detach().requires_grad_() for t in (u, k, *[g for g in gates if g is not None])]
 
         def step():
-            fn(leaves[0], leaves[1], N, *(leaves[2:] if gated else [])).backward(dy)
+            fn(leaves[0], leaves[1], N, *(leaves[2:] if gated else [])).backward(dy)  # noqa: F821 (del'd after use)
 
         try:
             fb_mem[name] = _peak_memory(step)

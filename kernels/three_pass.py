@@ -89,8 +89,6 @@ Caveats (honest)
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 import triton

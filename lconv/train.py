@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from tqdm import tqdm
 
 from lconv.layers import optim_tag
-from lconv.results import pick_device, write_json_atomic
+from lconv.results import atomic_write, pick_device, write_json_atomic
 
 # ---------------------------------------------------------------- optimiser groups and schedule
 # Per-parameter settings are tagged where the parameter is made (lconv.layers.register_param, the s4 `register` idea).
@@ -363,16 +363,8 @@ def history_path(ckpt_path):
 
 
 def _save_checkpoint(path, state):
-    """torch.save to a temporary file in the same folder, then os.replace: never half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save through lconv.results.atomic_write (a temporary file, then a rename): never half a checkpoint."""
+    atomic_write(path, lambda f: torch.save(state, f))
     write_json_atomic(history_path(path), state["history"])
 
 

@@ -30,7 +30,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
