@@ -148,7 +148,7 @@ def _k_spectrum_io(N: int, H: int, Lk: int) -> list[Transfer]:
 def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
                        include_k: bool = True, n_chunks: int = 1, sizes: tuple[int, int] | None = None
                        ) -> list[Transfer]:
-    """HBM transfers of the fused FlashButterfly forward (kernels.conv.FlashButterflyFn), step by step.
+    """HBM transfers of the fused FlashButterfly forward (kernels.flash_butterfly.FlashButterflyFn), step by step.
 
     n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables, N1·N2 = N/2
     (default: the kernel's half_sizes(N)); the tables are F1, F2, the twiddles and ω_N^f.

@@ -1,5 +1,10 @@
 """lconv: long convolutions for sequence modelling, the shared package of the workbook.
 
+Imports run one way, bottom to top (tests/test_house.py reads the graph): the references and leaves (conv,
+butterfly, regularize, paper, results, data) → kernels/ (Triton; it imports only those) → backend (the one lazy door
+to kernels) → layers → learned_butterfly, mixers, monarch → models → inspect, train → experiments/ (one module per
+notebook) → record, regime, cli, workbook (entry points) → the notebooks.
+
 Every name below is imported lazily from the module that defines it, so `import lconv` is cheap and
 works on machines where optional pieces (Triton, torchvision) are missing.
 """

@@ -30,6 +30,11 @@ packed pair, every row on its own. `real_butterfly_conv` is the fp32/fp64 PyTorc
 fused Triton kernel in `kernels/` runs (same factors, same unitary scaling 1/√N_i per factor, same k_f layout,
 `k_f_half`); `butterfly_conv` is the packed-pair version, kept as the textbook form. Every step is checked against
 torch.fft in tests/test_butterfly.py and tests/test_kernels.py.
+
+This module holds every algorithm reference the kernels in kernels/ must equal: the fixed fused kernel
+(`real_butterfly_conv`), the learned-Butterfly kernel (`learned_transform`, `learned_butterfly_conv`; maths in
+lconv.learned_butterfly's docstring) and the three-pass kernel (`three_pass_sizes`, `three_pass_reference`; maths in
+kernels/three_pass.py's docstring).
 """
 from __future__ import annotations
 

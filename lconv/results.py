@@ -30,7 +30,7 @@ SUMMARY_COLUMNS = ("notebook", "claim", "task", "metric", "paper", "ours", "prof
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' means CUDA when available, else CPU; any other string is passed to torch.device."""
+    """'auto' means CUDA when available, else CPU; anything else (a string, a torch.device) goes to torch.device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

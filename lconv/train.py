@@ -412,7 +412,7 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
     t_call = time.perf_counter()
     kind, train_loader, val_loader = _resolve_loaders(task_or_loaders, kind, batch_size, num_workers)
     env_world, _, local_rank = _dist_env()
-    device = pick_device(device) if isinstance(device, str) else torch.device(device)
+    device = pick_device(device)
     created_group = False
     if env_world > 1:
         if device.type == "cuda":

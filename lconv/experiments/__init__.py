@@ -34,12 +34,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lconv.inspect import kernel_metrics, learned_kernels, trainable_fraction
 from lconv.models import build_model, count_params
 from lconv.results import pick_device
 from lconv.train import evaluate, train
+
+
+# ---------------------------------------------------------------- settings
 
 def scaled_steps(train: dict, steps: int | None) -> dict:
     """`train` with `steps` optimiser steps: warm-up scaled in proportion, evaluation at most every `steps`."""
@@ -179,7 +181,7 @@ def compare(task, variants, *, d_model, n_layers, steps, lr, batch_size, seed=0,
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"compare: variant names must be unique, got {names}")
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    dev = pick_device(device)
     train_cfg = dict(d_model=d_model, n_layers=n_layers, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                      weight_decay=weight_decay, warmup=warmup, prenorm=prenorm, dropout=dropout, pool=pool)
     _, _, test_loader = task.loaders(batch_size)

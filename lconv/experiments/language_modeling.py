@@ -259,7 +259,7 @@ def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warm
     """
     if task.kind != "lm":
         raise ValueError(f"train_lm: task {task.name!r} is a {task.kind!r} task; pass a language-modelling task")
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    dev = pick_device(device)
     train_cfg = dict(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
                      eval_every=eval_every, eval_batches=eval_batches)
     ckpt = None
@@ -277,7 +277,7 @@ def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warm
 @torch.no_grad()
 def answer_accuracy(model, loader, device="auto"):
     """Share of scored targets (y != -100) predicted right by argmax: a recall task's answer accuracy."""
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    dev = pick_device(device)
     return evaluate(model, loader, "lm", dev)["accuracy"]
 
 

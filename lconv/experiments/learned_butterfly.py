@@ -86,7 +86,7 @@ def compare_fixed_learned(task, *, d_model, n_layers, steps, lr, batch_size, ker
     """
     import pandas as pd
 
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    dev = pick_device(device)
     train_cfg = dict(d_model=d_model, n_layers=n_layers, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
                      weight_decay=weight_decay, warmup=warmup, prenorm=prenorm, dropout=dropout)
     fixed = Variant("fixed FFT", "longconv", _mixer_kwargs(kernel))
