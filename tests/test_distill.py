@@ -10,9 +10,9 @@ from lconv.distill import (DiagonalSSM, HankelFit, RecurrentH3, distill, distill
                            extend_context, generation_speed, lm_kernels, order_table, refine, relative_error,
                            settings, smallest_order_within, stepwise_logits,
                            smoothness_order_verdict, speed_statement, ssm_kernel)
-from lconv.experiments.language_modeling import build_lm, generate
+from lconv.experiments.language_modeling import build_lm
 from lconv.mixers import H3
-from lconv.models import CausalLM
+from lconv.models import CausalLM, generate
 
 torch.set_num_threads(1)
 

@@ -7,12 +7,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from lconv.data import get_task
 from lconv.experiments import settings as experiment_settings
 from lconv.experiments.language_modeling import (SETTINGS, VARIANTS, answer_accuracy, build_lm, decode_bytes,
-                                                 encode_bytes, generate, match_width, matched_models,
+                                                 encode_bytes, match_width, matched_models,
                                                  monarch_statement, param_breakdown, param_table, pile_statement,
                                                  pile_table, ppl_ordering, recall_verdict, train_lm)
 from lconv.paper import PILE_PPL
 
-from lconv.models import count_params
+from lconv.models import count_params, generate
 from lconv.monarch import MonarchMLP
 
 V, L_MAX = 13, 24

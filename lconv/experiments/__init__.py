@@ -9,6 +9,7 @@ r"""The experiments of the notebooks, one module per notebook, on one shared spi
 
     long_convs         notebook 01: LONG_CONVS, example_kernel, time_convs, loglog_slope, the roughness verdict
     squash_smooth      notebook 02: SQUASH_SMOOTH, the variants, chance level, the accuracy / smoothness / init verdicts
+    flashbutterfly     notebook 03: FLASHBUTTERFLY (the FFT sizes checked against fp64)
     learned_butterfly  notebook 04: LEARNED_BUTTERFLY, compare_fixed_learned, the gain verdict
     language_modeling  notebook 05 (and 06): SETTINGS, VARIANTS, matched models, train_lm, tokens, statements
 

@@ -1,7 +1,7 @@
 r"""Notebook 05 (language modelling; notebook 06 reuses it): settings, matched models, runs, sampling, statements.
 
     from lconv.experiments import settings
-    from lconv.experiments.language_modeling import SETTINGS, matched_models, train_lm, param_table, generate
+    from lconv.experiments.language_modeling import SETTINGS, matched_models, train_lm, param_table
     cfg = settings(SETTINGS, "quick")
     task = get_task(cfg["task"], profile="quick", **cfg["overrides"])
     models = matched_models(["Transformer", "H3", "H3-Conv"], task.vocab_size, task.seq_len, **cfg["model"])
@@ -16,8 +16,7 @@ What is here, in notebook order:
 - param_breakdown / param_table: parameter counts of the very models that are trained, split by part.
 - train_lm: lconv.train.train with a checkpoint per run (a re-run loads finished runs and resumes the others),
   then test perplexity; tokens/s is training tokens over training time (evaluation excluded).
-- generate / encode_bytes / decode_bytes: sampling with temperature and top-k, deterministic for a seed; with
-  cache=True a prefill and then one cached step per token (CausalLM.prefill / step; notebook 06).
+- encode_bytes / decode_bytes / encode / decode: the tokens (bytes, GPT-2 BPE); sampling is lconv.models.generate.
 - answer_accuracy: next-token accuracy where the target is not ignored (-100): the answer of a recall task.
 - ppl_ordering / pile_statement / monarch_statement / recall_verdict: words built from the measured numbers,
   never pasted expectations.
@@ -295,67 +294,6 @@ def decode_bytes(tokens):
         raise ValueError("decode_bytes: token ids must lie in 0..255 (byte-level tokens); decode other "
                          "vocabularies with their tokenizer")
     return bytes(int(t) for t in ids).decode("utf-8", errors="replace")
-
-
-@torch.no_grad()
-def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0, cache=False):
-    """Append `n` sampled tokens to `prompt_tokens` ((L,) or (B, L) ids) → (L + n,) or (B, L + n).
-
-    Each step feeds the last `model.l_max` tokens, divides the last logits by `temperature` (0 = greedy argmax),
-    keeps the `top_k` largest (None = all) and samples with a generator seeded by `seed`: equal seeds, equal output.
-    cache=True: one `model.prefill` of the prompt, then one `model.step` per token (KV cache for attention, the
-    state for recurrent layers, see CausalLM.prefill); it keeps the whole history, so L + n − 1 ≤ l_max, and gives
-    the tokens the uncached loop gives whenever the two forms compute the same logits.
-    """
-    if not isinstance(prompt_tokens, torch.Tensor) or prompt_tokens.is_floating_point() or \
-            prompt_tokens.ndim not in (1, 2) or prompt_tokens.shape[-1] < 1:
-        raise ValueError("generate: prompt_tokens must be a non-empty integer tensor (L,) or (B, L); encode text "
-                         "with encode_bytes")
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"generate: n must be an int ≥ 0, got {n!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"generate: temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
-    V = model.vocab_size
-    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= V):
-        raise ValueError(f"generate: top_k must be None or an int in 1..{V}, got {top_k!r}")
-    if cache and prompt_tokens.shape[-1] + n - 1 > model.l_max:
-        raise ValueError(f"generate(cache=True): prompt ({prompt_tokens.shape[-1]}) + n ({n}) − 1 tokens exceed "
-                         f"l_max={model.l_max}; the cache keeps the whole history (use cache=False for a sliding "
-                         "window, or a model with a larger l_max)")
-    dev = next(model.parameters()).device
-    squeeze = prompt_tokens.ndim == 1
-    x = prompt_tokens.long().to(dev)
-    x = x[None] if squeeze else x  # (B, L)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    was_training = model.training
-    model.eval()
-    try:
-        state = None
-        for _ in range(n):
-            if not cache:
-                logits = model(x[:, -model.l_max:])[:, -1]  # (B, V)
-            elif state is None:
-                logits, state = model.prefill(x)
-                logits = logits[:, -1]  # (B, V)
-            else:
-                logits, state = model.step(x[:, -1], state)  # (B, V)
-            x = torch.cat([x, next_token(logits, temperature, top_k, gen)], dim=1)  # (B, L + 1)
-    finally:
-        model.train(was_training)
-    return x[0] if squeeze else x
-
-
-def next_token(logits, temperature, top_k, gen):
-    """Sample the next ids (B, 1) from logits (B, V): greedy at temperature 0, else softmax(logits / T) over the
-    top_k largest (None = all), drawn with the torch.Generator `gen`."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)  # (B, 1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)  # (B, 1)
 
 
 def _gpt2_encoding(who):
