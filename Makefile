@@ -37,8 +37,8 @@ setup: $(STAMP) data ## create or refresh .venv from env/, register the Jupyter 
 data: ## install the offline datasets (Fashion-MNIST, KJV text) from Debian packages when possible
 	@bash env/install-data.sh
 
-lint: $(SETUP) ## ruff over lconv/, kernels/ and tests/ (the rules are in pyproject.toml)
-	$(PY) -m ruff check lconv kernels tests
+lint: $(SETUP) ## ruff over lconv/, kernels/, tests/ and the notebooks (the rules are in pyproject.toml)
+	$(PY) -m ruff check lconv kernels tests notebooks
 
 test: $(SETUP) ## run the test suite (includes every notebook in the smoke profile)
 	$(PY) -m pytest $(PYTEST_ARGS)
