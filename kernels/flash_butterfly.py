@@ -95,8 +95,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import (block_planes, chunks, default_sizes, dot_args, fits, half_sizes, k_f_planes, k_f_planes_full,
-                     launch, launch_opts, get_plan)
+from lconv.butterfly import default_sizes, half_sizes
+
+from .launch import (block_planes, chunks, dot_args, fits, get_plan, k_f_planes, k_f_planes_full, launch,
+                     launch_opts)
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.

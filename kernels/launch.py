@@ -17,7 +17,7 @@ import warnings
 
 import torch
 
-from lconv.butterfly import (MAX_INNER, THREE_PASS_N, check_seqlen_three_pass, default_sizes, dft_matrix,  # noqa: F401
+from lconv.butterfly import (THREE_PASS_N, check_seqlen_three_pass, default_sizes, dft_matrix,
                              half_sizes, half_tables, k_f_half, k_f_permuted, permuted_order, three_pass_sizes,
                              twiddle)
 from lconv.conv import BACKENDS

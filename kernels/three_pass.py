@@ -96,8 +96,9 @@ import triton.language as tl
 
 from .flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start, _scale_pair,
                               _to_out)
-from .launch import (chunks, dot_args, k_f_planes_full, launch, launch_opts, outer_blocks, get_plan,
-                     three_pass_sizes)
+from lconv.butterfly import three_pass_sizes
+
+from .launch import chunks, dot_args, get_plan, k_f_planes_full, launch, launch_opts, outer_blocks
 
 # ---------------------------------------------------------------------------------------------------------------
 # Triton kernels. Complex values are separate re/im planes; buffers between the passes are (B, H, 2, R·M) fp32.

@@ -448,7 +448,7 @@ COMPILE_CHECK = textwrap.dedent(r"""
     f16 = {"DOT_FP32": False, "PREC": "tf32", "NORM": True}
     N1, N2 = butterfly.half_sizes(1024)
     L1, L2 = butterfly.default_sizes(1024)
-    N0, M1, M2 = kl.three_pass_sizes(8192)
+    N0, M1, M2 = butterfly.three_pass_sizes(8192)
     ob = kl.outer_blocks(N0)
     oo = {"num_warps": ob.pop("num_warps"), "num_stages": ob.pop("num_stages")}
     g = dict(GATED=True, COMPUTE_DU=True, COMPUTE_DK=True, COMPUTE_DPRE=True, COMPUTE_DPOST=True)

@@ -12,7 +12,7 @@ from test_kernels import assert_error_rule, assert_isolated
 
 import kernels
 from kernels import launch as kl, three_pass as tp
-from lconv.butterfly import three_pass_reference
+from lconv.butterfly import three_pass_reference, three_pass_sizes
 from lconv.conv import fft_conv
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
@@ -71,10 +71,10 @@ def check_against_torch(N, L, dtype, gated, B=2, H=2, Lk=None):
 
 def test_sizes_split_every_N_into_a_dot_sized_outer_factor_and_an_on_chip_inner_conv():
     for N in kl.THREE_PASS_N:
-        N0, M1, M2 = kl.three_pass_sizes(N)
+        N0, M1, M2 = three_pass_sizes(N)
         assert N0 * M1 * M2 == N and 16 <= N0 and M1 * M2 <= 4096 and min(M1, M2) >= 16
-    assert kl.three_pass_sizes(1 << 20) == (256, 64, 64)
-    assert kl.three_pass_sizes(8192) == (16, 16, 32)
+    assert three_pass_sizes(1 << 20) == (256, 64, 64)
+    assert three_pass_sizes(8192) == (16, 16, 32)
 
 
 @pytest.mark.parametrize("N,L,gated", [(8192, 4095, False), (8192, 8192, True), (16384, 7001, True)])
@@ -140,7 +140,7 @@ def test_dk_reduction_over_chunks_and_single_gradients():
     B, H, L, N = 5, 1, 3000, 8192
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     pre, post = torch.rand(B, H, L), torch.rand(B, H, L)
-    k_f = kl.k_f_planes_full(k, N, kl.three_pass_sizes(N))
+    k_f = kl.k_f_planes_full(k, N, three_pass_sizes(N))
     y, w = tp._fwd(u, k_f, N, pre, post, save_w=True, rows_per_prog=1)
     du, dk, dpre, dpost = tp._bwd(u, dy, k_f, N, L, pre, post, w, need_dpre=True, need_dpost=True,
                                   rows_per_prog=1)
