@@ -5,7 +5,9 @@ Provenance
 The paper (Fu, Epstein et al., ICML 2023, §4) describes FlashButterfly but never released it; its successor
 HazyResearch/flash-fft-conv is CUDA-only. This is an independent Triton implementation of the algorithm as described
 (see /work/shared/PAPER.md), written from the maths in `lconv/butterfly.py`, whose `real_butterfly_conv` is its
-PyTorch reference (same factors, order, scaling and k_f layout).
+PyTorch reference (same factors, order, scaling and k_f layout). The file reads like kernels/three_pass.py: the
+@triton.jit kernels, then their launchers (`_fwd`, `_bwd`) and the autograd Function (`FlashButterflyFn`); sizes,
+checks, tables and the checked launch come from kernels/launch.py, the public API is kernels/conv.py.
 
 Motivation
 ----------

@@ -7,7 +7,10 @@ over the input, many independent fused FFT convolutions small enough for SRAM, o
 released. This is an independent Triton implementation of that description, written from the Cooley–Tukey identity
 in `lconv/butterfly.py`; `lconv.butterfly.three_pass_reference` is its PyTorch reference (same factors, same order, same
 scaling) and is checked against torch.fft in tests/test_three_pass.py. The fused inner convolution reuses the
-@triton.jit helpers of kernels/flash_butterfly.py (`_monarch_fwd`, `_monarch_adj`, `_load_plan`, `_cdot*`).
+@triton.jit helpers of kernels/flash_butterfly.py (`_monarch_fwd`, `_monarch_adj`, `_load_plan`, `_cdot*`). The file
+reads like kernels/flash_butterfly.py: the @triton.jit kernels, then their launchers (`_pass1/2/3`, `_fwd`, `_bwd`)
+and the autograd Function (`ThreePassFn`); sizes, checks and tables come from kernels/launch.py, the public
+`three_pass_conv` is in kernels/conv.py.
 
 Motivation
 ----------

@@ -1,8 +1,10 @@
-"""Long-convolution layers: kernel parameters (random / exp-decay init, S4D), LongConv, per-parameter LR groups.
+"""Long-convolution layers: kernel parameters (random / exp-decay init, S4D), LongConv, the per-parameter LR tag.
 
 The layer follows the official code (HazyResearch/safari, `long_conv.py`): a kernel K of shape (C, H, L) is
 regularised on every forward pass, k = dropout(squash(smooth(K))), convolved with the input by a zero-padded FFT,
 a skip u·D is added, the C channels are flattened and mixed by GELU → dropout → Linear(C·H → 2H) → GLU.
+The convolution is lconv.conv.fft_conv, or the Triton kernels through lconv.backend (backend="triton" | "auto");
+`register_param` tags a parameter with its own learning rate, which lconv.train's optimizer_groups reads.
 """
 import math
 import warnings

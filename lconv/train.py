@@ -6,7 +6,7 @@
 What it does, in order: seeds every RNG; builds the loaders (a lconv.data Task through `task.loaders`, or explicit
 (train_loader, val_loader)); re-samples the training set with a DistributedSampler so that the data order is a
 function of (seed, epoch) only — the same on 1 or N processes, and replayable on resume; AdamW + cosine schedule
-make_optimizer below; bf16 autocast on CUDA only; gradient clipping; periodic evaluation (accuracy for
+(make_optimizer below: the parameter groups of lconv.layers.register_param's tags); bf16 autocast on CUDA only; gradient clipping; periodic evaluation (accuracy for
 classification, loss and perplexity for LM) all-reduced across processes; an atomic checkpoint (model, optimiser,
 scheduler, step, data position, RNG states, history; tensors and plain values only, loaded back with
 torch.load(weights_only=True) so that a checkpoint file cannot run code) that `train` resumes from when `ckpt_path`
