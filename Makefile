@@ -17,7 +17,7 @@ SETUP := setup
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data test reproduce lab bench clean clean-venv
+.PHONY: help setup data lint test reproduce lab bench clean clean-venv
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ setup: $(STAMP) data ## create or refresh .venv from env/, register the Jupyter 
 
 data: ## install the offline datasets (Fashion-MNIST, KJV text) from Debian packages when possible
 	@bash env/install-data.sh
+
+lint: $(SETUP) ## ruff over lconv/, kernels/, tests/ and the notebooks (the rules are in pyproject.toml)
+	$(PY) -m ruff check lconv kernels tests notebooks
 
 test: $(SETUP) ## run the test suite (includes every notebook in the smoke profile)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -4,16 +4,14 @@
     conv = FlashButterflyConv(seqlen=2 * L, dtype=torch.float16)   # seqlen is the FFT size N
     y = conv(u, k)                                                  # u (B, H, L) fp16, k (H, L) fp32
     y = conv(u, k, pregate, postgate)                               # postgate ⊙ conv(pregate ⊙ u, k), fused
+
+The floors, bottom to top (imports run one way, relative inside this package; from lconv only the reference maths,
+lconv.butterfly and lconv.conv): launch.py (sizes, checks, tables, the checked launch) → flash_butterfly.py (fused
+kernels, launchers, autograd) and three_pass.py (the same anatomy for N > 4096) → conv.py (the public face) →
+io_model.py (bytes and FLOPs), accuracy.py, and the scripts bench.py and sweep.py.
 """
-from kernels import conv as _conv
-from kernels.conv import (FUSED_N, HAS_TRITON, INTERPRET, FlashButterflyConv, check_inputs,  # noqa: F401
-                          flash_butterfly_conv, supported_n)
+from .conv import (FUSED_N, HAS_TRITON, INTERPRET, SUPPORTED_N, FlashButterflyConv, check_inputs,  # noqa: F401
+                   flash_butterfly_conv, three_pass_conv)
 
-__all__ = ["FlashButterflyConv", "flash_butterfly_conv", "check_inputs", "supported_n", "SUPPORTED_N", "FUSED_N",
+__all__ = ["FlashButterflyConv", "flash_butterfly_conv", "three_pass_conv", "check_inputs", "SUPPORTED_N", "FUSED_N",
            "HAS_TRITON", "INTERPRET"]
-
-
-def __getattr__(name):  # SUPPORTED_N grows with kernels.three_pass, which is imported lazily
-    if name == "SUPPORTED_N":
-        return _conv.supported_n()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

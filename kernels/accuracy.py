@@ -98,10 +98,9 @@ def _rel(o: torch.Tensor, r: torch.Tensor) -> float:
 def measure(path: str, family: str, dtype: torch.dtype, B: int = 2, H: int = 2, seed: int = 0,
             device: str | torch.device = "cpu") -> list[dict]:
     """Rows {path, family, dtype, output, rel_err, rel_err_torch} for one path, family and dtype."""
-    import kernels
-    from kernels import three_pass
-    from lconv.butterfly import default_sizes, dft_matrix
-    from lconv.learned_butterfly import learned_butterfly_conv
+    from lconv.butterfly import default_sizes, dft_matrix, learned_butterfly_conv
+
+    from . import conv as kernels
 
     N, L, gated, learned = PATHS[path]
     gen = torch.Generator().manual_seed(seed)
@@ -121,7 +120,7 @@ def measure(path: str, family: str, dtype: torch.dtype, B: int = 2, H: int = 2, 
             return kernels.flash_butterfly_conv(u, k, N, *g, dft1=b[0].to(torch.complex64),
                                                 dft2=b[1].to(torch.complex64), backend="triton")
         if N > 4096:
-            return three_pass.three_pass_conv(u, k, N, *g, backend="triton")
+            return kernels.three_pass_conv(u, k, N, *g, backend="triton")
         return kernels.flash_butterfly_conv(u, k, N, *g, backend="triton")
 
     def reference(u, k, *rest):  # fp64 for fp64 inputs, fp32 (rounded to the dtype) for the rest

@@ -4,7 +4,7 @@ What it measures (triton.testing.do_bench, median ms), per FFT size N, dtype (fp
   - "plain"  L = N (circular, the peer's setting), "gated" L = N with pregate and postgate (the peer's published
     benchmark), "causal" L = N/2 (zero-padded linear convolution, the paper's setting);
   - forward and forward+backward; peak GPU memory of one call;
-  - ours: kernels.FlashButterflyConv (fused kernel, N ≤ 4096) or kernels.three_pass.three_pass_conv (N > 4096);
+  - ours: kernels.FlashButterflyConv (fused kernel, N ≤ 4096) or kernels.three_pass_conv (N > 4096);
   - baselines: `torch_complex_conv` (fp32 complex FFT of u and k, multiply, inverse FFT: the peer's PyTorch
     baseline) and `torch_rfft_conv` (lconv.conv.fft_conv with check_finite=False, cuFFT real FFTs: the paper's
     baseline; for L = N, where fft_conv would pad to 2N, the same rfft maths at size N, `torch_fft_conv`);
@@ -25,19 +25,21 @@ through `load_latest`, `results_table` and `plot_results`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+from lconv.paper import (PEER_MS, PEER_SPEEDUP, TARGET_BW_FRACTION, TARGET_FWD_BWD_VS_RFFT,  # noqa: F401
+                         TARGET_FWD_VS_RFFT, TARGET_LEARNED_VS_FIXED, TARGET_S4D_128K)
+from lconv.results import RESULTS_DIR, atomic_write
+
 FULL_B, FULL_H = 64, 768
 MODES = ("plain", "gated", "causal")  # the default grid
 ALL_MODES = MODES + ("learned",)  # "learned": learned Butterfly blocks (dft1/dft2), fused sizes only, on request
@@ -56,17 +58,7 @@ PEAK_BANDWIDTH = (
     (("a100", "80gb"), 2.0e12),
 )
 
-# flash-fft-conv README, H100, B=64, H=768, fp16, gated conv (see /work/shared/PAPER.md): N → (PyTorch ms, peer ms)
-PEER_MS = {256: (0.62, 0.11), 1024: (2.30, 0.29), 4096: (9.49, 1.43), 16384: (29.9, 12.2), 32768: (84.8, 26.3),
-           1 << 20: (3071.0, 1769.0), 1 << 22: (13031.0, 10049.0)}
-PEER_SPEEDUP = {256: 5.64, 1024: 7.93, 4096: 6.64, 16384: 2.45, 32768: 3.22, 1 << 20: 1.74, 1 << 22: 1.30}
-
-# Targets of the workbook (printed with where we stand).
-TARGET_FWD_VS_RFFT = 2.2  # paper: 2.2× over cuFFT-based FFT conv, every N 256 … 64K
-TARGET_FWD_BWD_VS_RFFT = 2.0
-TARGET_BW_FRACTION = 0.70  # of peak, N ≤ 4K
-TARGET_S4D_128K = 1.8  # paper: 1.8× faster than S4D (generation + FFT conv) at 128K
-TARGET_LEARNED_VS_FIXED = 1.05  # learned Butterfly "at the same runtime": learned ms ≤ 1.05 × fixed ms
+# The peer's timings and the speed targets: lconv.paper (each number of the paper once, with its source tag).
 
 CSV_COLUMNS = ("N", "L", "B", "H", "dtype", "mode", "pass", "kernel", "ms_ours", "ms_torch_complex", "ms_torch_rfft",
                "speedup_vs_complex", "speedup_vs_rfft", "ns_per_elem_ours", "ms_ours_full_grid", "bytes",
@@ -215,20 +207,6 @@ def check_targets(rows: list[dict], s4d: dict | None = None) -> list[dict]:
 # Writing and reading results (atomic, with provenance)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    """Write text through a temporary file and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def rows_to_csv(rows: list[dict]) -> str:
     """The rows as CSV text with CSV_COLUMNS (empty cells for None)."""
     buf = io.StringIO()
@@ -247,20 +225,15 @@ def write_results(results: dict, out_dir, stamp: str | None = None, plot: bool =
     stamp = stamp or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = f"bench-{slug(results['provenance'].get('device', 'device'), 'device')}-{stamp}"
     paths = {"json": write_json_atomic(out_dir / f"{stem}.json", results),
-             "csv": _write_text_atomic(out_dir / f"{stem}.csv", rows_to_csv(results["rows"]))}
+             "csv": atomic_write(out_dir / f"{stem}.csv", lambda f: f.write(rows_to_csv(results["rows"])), mode="w")}
     if plot:
         fig = plot_results(results)
-        png = out_dir / f"{stem}.png"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{png.name}.", suffix=".png")
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
-            os.replace(tmp, png)
+            paths["png"] = atomic_write(out_dir / f"{stem}.png",
+                                        lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
         finally:
-            Path(tmp).unlink(missing_ok=True)
             import matplotlib.pyplot as plt
             plt.close(fig)
-        paths["png"] = png
     return paths
 
 
@@ -385,11 +358,11 @@ def torch_rfft_conv(u, k, N, pregate=None, postgate=None):
 def ours(u, k, N, pregate=None, postgate=None, blocks=None):
     """FlashButterflyConv (fused) for N ≤ 4096, the three-pass kernels above; `blocks` (dft1, dft2): learned."""
     if N <= FUSED_MAX_N:
-        from kernels import flash_butterfly_conv
+        from .conv import flash_butterfly_conv
 
         dft1, dft2 = blocks or (None, None)
         return flash_butterfly_conv(u, k, N, pregate, postgate, dft1=dft1, dft2=dft2)  # FlashButterflyConv's call
-    from kernels.three_pass import three_pass_conv
+    from .conv import three_pass_conv
 
     return three_pass_conv(u, k, N, pregate, postgate)
 
@@ -439,7 +412,7 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
     kernel = "fused" if N <= FUSED_MAX_N else "three_pass"
     impls, blocks, ref = IMPLS, [], torch_complex_conv
     if case["mode"] == "learned":  # ours with learned blocks (their gradients too); the baselines time the plain conv
-        from lconv.learned_butterfly import learned_butterfly_conv
+        from lconv.butterfly import learned_butterfly_conv
 
         blocks = [b.requires_grad_() for b in learned_blocks(N, device)]
         impls = {**IMPLS, "ours": lambda u, k, N, *g: ours(u, k, N, *g, blocks=blocks)}
@@ -471,7 +444,7 @@ def bench_case(case: dict, device: torch.device, peak: float | None, warmup: int
         leaves = [t.detach().requires_grad_() for t in (u, k, *[g for g in gates if g is not None])]
 
         def step():
-            fn(leaves[0], leaves[1], N, *(leaves[2:] if gated else [])).backward(dy)
+            fn(leaves[0], leaves[1], N, *(leaves[2:] if gated else [])).backward(dy)  # noqa: F821 (del'd after use)
 
         try:
             fb_mem[name] = _peak_memory(step)
@@ -587,3 +560,65 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading recorded results back (notebooks 03 and 04)
+# ---------------------------------------------------------------------------------------------------------------
+
+def recorded_report(shown, label, results_dir=RESULTS_DIR) -> tuple[str, list[dict]]:
+    """(text, rows) for a loaded benchmark (load_latest; None: nothing recorded): the fp16 tables per pass, the
+    targets, the 128K S4D comparison and the host overhead, in words; rows: Results.add keyword dicts of the causal
+    forward speed-ups against the paper's target (lconv.paper.TARGET_FWD_VS_RFFT)."""
+    if shown is None:
+        return (f"There are NO recorded GPU results yet in {results_dir}: this workbook has not been benchmarked on a "
+                "GPU.\nTo produce them, run `make bench` (python -m kernels.bench) on a machine with an NVIDIA GPU and "
+                "commit the results/bench-*.json|csv|png it writes."), []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print(f"{label} — {shown['path']}")
+        for pass_ in ("fwd", "fwd_graph", "fwd_bwd"):  # per call (host overhead included); CUDA graph; fwd+bwd
+            if any(r["pass"] == pass_ and r["dtype"] == "float16" for r in shown["rows"]):
+                print(f"\n### {pass_}\n" + results_table(shown, pass_, "float16"))
+        print_targets(shown.get("targets") or check_targets(shown["rows"], shown.get("s4d_128k")))
+        s4d = shown.get("s4d_128k")
+        if s4d:
+            print(f"\n128K (B={s4d['B']}, H={s4d['H']}): S4D kernel generation + FFT conv "
+                  f"{s4d['ms_s4d_gen_plus_fft_conv']:.2f} ms (generation alone {s4d['ms_s4d_gen_only']:.2f}), long "
+                  f"conv with FlashButterfly {s4d['ms_ours_kernel_given']:.2f} ms: {s4d['speedup']:.2f}x")
+        per_call = {(r["N"], r["mode"]): r["ms_ours"] for r in shown["rows"]
+                    if r["pass"] == "fwd" and r["dtype"] == "float16" and r["ms_ours"]}
+        graph = {(r["N"], r["mode"]): r["ms_ours"] for r in shown["rows"]
+                 if r["pass"] == "fwd_graph" and r["dtype"] == "float16" and r["ms_ours"]}
+        if graph:
+            print("\nours, per call minus CUDA-graph replay (host time not hidden by the GPU), plain, ms: "
+                  + ", ".join(f"N={n}: {per_call[(n, m)] - t:+.3f}" for (n, m), t in sorted(graph.items())
+                              if m == "plain" and (n, m) in per_call))
+    rows = [dict(claim="FlashButterfly speeds up long convolutions", metric="fwd speedup vs torch rfft conv",
+                 ours=row["speedup_vs_rfft"], paper=TARGET_FWD_VS_RFFT,
+                 task=f"N={row['N']}, B={row['B']}, H={row['H']}, fp16",
+                 note=f"{label.lower()}: {shown['provenance'].get('device')}, commit {shown['provenance'].get('commit')}")
+            for row in shown["rows"]
+            if row["pass"] == "fwd" and row["mode"] == "causal" and row["dtype"] == "float16" and row["speedup_vs_rfft"]]
+    return out.getvalue().rstrip("\n"), rows
+
+
+def learned_report(recorded) -> str:
+    """The recorded GPU timings of the learned-Butterfly kernel against the fixed one (N ≤ 4096), in words; says so
+    plainly when none are recorded."""
+    rows = [r for r in (recorded or {}).get("rows", []) if r["mode"] in ("plain", "learned") and r["N"] <= FUSED_MAX_N]
+    learned_rows = [r for r in rows if r["mode"] == "learned"]
+    if not learned_rows:
+        return ("No GPU timings of the learned Butterfly kernel are recorded in results/ yet: the fixed-vs-learned "
+                "runtime claim is untested here. On a GPU: python -m kernels.bench --modes plain learned --N 256 1024 "
+                "4096 (writes results/ with provenance; merge it with earlier runs by --merge).")
+    prov = recorded["provenance"]
+    lines = [f"RECORDED, NOT MEASURED NOW — {recorded['path']}: {prov.get('device')}, commit {prov.get('commit')}"]
+    fixed = {(r["N"], r["dtype"], r["pass"]): r["ms_ours"] for r in rows if r["mode"] == "plain"}
+    for r in sorted(learned_rows, key=lambda r: (r["dtype"], r["pass"], r["N"])):
+        f = fixed.get((r["N"], r["dtype"], r["pass"]))
+        ratio = f"{r['ms_ours'] / f:.2f}x the fixed kernel" if f and r["ms_ours"] else "no fixed row to compare"
+        lines.append(f"  N={r['N']:5d} {r['dtype']:>8} {r['pass']:>7}: learned {r['ms_ours']:.3f} ms, {ratio}")
+    lines += [f"  [{'MET' if t['met'] else 'NOT MET'}] {t['target']}: {t['ours']} ({t['where']})"
+              for t in recorded.get("targets", []) if t["target"].startswith("learned")]
+    return "\n".join(lines)

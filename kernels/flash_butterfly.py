@@ -5,7 +5,9 @@ Provenance
 The paper (Fu, Epstein et al., ICML 2023, §4) describes FlashButterfly but never released it; its successor
 HazyResearch/flash-fft-conv is CUDA-only. This is an independent Triton implementation of the algorithm as described
 (see /work/shared/PAPER.md), written from the maths in `lconv/butterfly.py`, whose `real_butterfly_conv` is its
-PyTorch reference (same factors, order, scaling and k_f layout).
+PyTorch reference (same factors, order, scaling and k_f layout). The file reads like kernels/three_pass.py: the
+@triton.jit kernels, then their launchers (`_fwd`, `_bwd`) and the autograd Function (`FlashButterflyFn`); sizes,
+checks, tables and the checked launch come from kernels/launch.py, the public API is kernels/conv.py.
 
 Motivation
 ----------
@@ -75,7 +77,7 @@ Caveats (honest)
   both), fp16/bf16, N = 256 / 512 / 1K / 2K / 4K: fixed fwd 0.5 / 3 / 7 / 12 / 28 KB, fixed bwd (du and dk)
   0.5 / 6 / 14 / 24 / 56 KB (dk alone 68 KB at 4K; fp32: 24 KB at 2K, 56 KB at 4K); learned fwd (gated)
   5 / 12 / 20 / 48 / 80 KB, learned bwd (gated, every gradient) 8 / 19 / 36 / 84 / 144 KB. Everything fits the
-  ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned backward at N = 4096: kernels.conv.launch checks
+  ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned backward at N = 4096: kernels.launch.launch checks
   each compiled configuration against the GPU before its first launch and raises ValueError naming the GPU, N and
   the limit (and the fixed backward would split into a du launch and a dk launch where only the halves fit).
 - fp32 inputs use input_precision="ieee" (no TF32), i.e. no tensor cores: correct but not fast.
@@ -86,10 +88,19 @@ Caveats (honest)
 - dk (and the learned blocks' gradients) are reduced across batch chunks through fp32 partial buffers summed by
   PyTorch (deterministic, no atomics).
 """
+from __future__ import annotations
+
+import math
 import os
 
+import torch
 import triton
 import triton.language as tl
+
+from lconv.butterfly import default_sizes, half_sizes
+
+from .launch import (block_planes, chunks, dot_args, fits, get_plan, k_f_planes, k_f_planes_full, launch,
+                     launch_opts)
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.
@@ -656,3 +667,119 @@ def learned_bwd_kernel(
         tl.store(dblk1_ptr + base1 + N1 * N1 + i11, G1i)
         tl.store(dblk2_ptr + base2 + i22, G2r)
         tl.store(dblk2_ptr + base2 + N2 * N2 + i22, G2i)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launchers (grids, plans, launch settings from kernels.launch) and the autograd Function
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pregate=None, postgate=None, blocks=None,
+         rows_per_prog: int | None = None) -> torch.Tensor:
+    """y (B, H, L) in u's dtype from the fused forward kernel (learned kernel when `blocks` are given; k_f from
+    k_f_planes, or k_f_planes_full for learned blocks)."""
+    B, H, L = u.shape
+    plan = get_plan(N, u.device)
+    y = torch.empty_like(u)  # (B, H, L)
+    gated = pregate is not None
+    pre, post = (pregate, postgate) if gated else (u, u)  # unused pointers when not gated
+    meta = dict(GATED=gated, **dot_args(u.dtype), **launch_opts(N, "fwd", learned=blocks is not None))
+    n_chunks, rpp = chunks(B, H, u.device, rows_per_prog)
+    if blocks is None:
+        N1, N2 = half_sizes(N)
+        launch(flash_butterfly_fwd_kernel, (H * n_chunks,),
+               (u, y, pre, post, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, n_chunks, rpp),
+               dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **meta), N, "forward")
+    else:
+        N1, N2 = default_sizes(N)
+        (blk1, s1), (blk2, s2) = blocks
+        launch(learned_fwd_kernel, (H * n_chunks,),
+               (u, y, pre, post, k_f, plan["dft1_full"], plan["dft2_full"], plan["tw_full"], blk1, blk2,
+                B, H, L, n_chunks, rpp, s1, s2), dict(N1=N1, N2=N2, **meta), N, "forward (learned blocks)")
+    return y
+
+
+def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, pregate=None, postgate=None,
+         blocks=None, need=(True, True, False, False, False, False), rows_per_prog: int | None = None):
+    """Gradients from the fused backward kernel, None where not needed.
+
+    need = (du, dk, dpregate, dpostgate, dblock1, dblock2) → du, dpre, dpost (B, H, L) in u's dtype; dk (H, Lk) fp32;
+    dblock1/2: (H, 2, M, M) fp32 gradients of the kernel's scaled block planes (one per channel, not yet summed).
+    """
+    B, H, L = u.shape
+    plan = get_plan(N, u.device)
+    need_du, need_dk, need_dpre, need_dpost, need_db1, need_db2 = need
+    gated = pregate is not None
+    pre, post = (pregate, postgate) if gated else (u, u)
+    learned = blocks is not None
+    n_chunks, rpp = chunks(B, H, u.device, rows_per_prog)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    empty = u.new_empty(0)
+    du = torch.empty_like(u) if need_du else empty  # (B, H, L)
+    dpre = torch.empty_like(u) if (gated and need_dpre) else empty
+    dpost = torch.empty_like(u) if (gated and need_dpost) else empty
+    dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else torch.empty(0, **f32)  # (C, H, Lk) partial sums
+    meta = dict(GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk, COMPUTE_DPRE=gated and need_dpre,
+                COMPUTE_DPOST=gated and need_dpost, **dot_args(u.dtype), **launch_opts(N, "bwd", learned=learned))
+    db1 = db2 = None
+    if not learned:
+        N1, N2 = half_sizes(N)
+        args = (u, dy, pre, post, du, dpre, dpost, dk, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"],
+                B, H, L, Lk, n_chunks, rpp, math.sqrt(N1 * N2))
+        meta.update(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16)
+        kernel, grid = flash_butterfly_bwd_kernel, (H * n_chunks,)
+        split = [dict(meta, COMPUTE_DK=False, COMPUTE_DPOST=False), dict(meta, COMPUTE_DU=False, COMPUTE_DPRE=False)]
+        if (meta["COMPUTE_DU"] or meta["COMPUTE_DPRE"]) and (meta["COMPUTE_DK"] or meta["COMPUTE_DPOST"]) \
+                and not fits(kernel, grid, args, meta) and all(fits(kernel, grid, args, m) for m in split):
+            for m in split:  # the gradients of u and of (k, postgate) in two launches: fewer tiles live at once
+                launch(kernel, grid, args, m, N, "backward")
+        else:
+            launch(kernel, grid, args, meta, N, "backward")
+    else:
+        N1, N2 = default_sizes(N)
+        (blk1, s1), (blk2, s2) = blocks
+        need_db = need_db1 or need_db2
+        db1 = torch.empty(n_chunks, H, 2, N1, N1, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N1, N1)
+        db2 = torch.empty(n_chunks, H, 2, N2, N2, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N2, N2)
+        launch(learned_bwd_kernel, (H * n_chunks,),
+               (u, dy, pre, post, du, dpre, dpost, dk, db1, db2, k_f, plan["dft1_full"], plan["dft2_full"],
+                plan["tw_full"], blk1, blk2, B, H, L, Lk, n_chunks, rpp, math.sqrt(N), s1, s2),
+               dict(N1=N1, N2=N2, COMPUTE_DBLK=need_db, **meta), N, "backward (learned blocks)")
+        db1 = db1.sum(0) if need_db1 else None  # (H, 2, N1, N1)
+        db2 = db2.sum(0) if need_db2 else None
+    return ((du if need_du else None), (dk.sum(0) if need_dk else None),  # dk (H, Lk)
+            (dpre if gated and need_dpre else None), (dpost if gated and need_dpost else None), db1, db2)
+
+
+def _block_grad(g: torch.Tensor | None, dft: torch.Tensor | None, M: int):
+    """Gradient of the unnormalised complex block from the kernel's plane gradients (H, 2, M, M) fp32."""
+    if g is None or dft is None:
+        return None
+    if dft.dim() == 2:
+        g = g.sum(0)  # shared block: sum over channels, (2, M, M)
+    return (torch.complex(g[..., 0, :, :], g[..., 1, :, :]) / math.sqrt(M)).to(dft.dtype)  # (…, M, M)
+
+
+class FlashButterflyFn(torch.autograd.Function):
+    """Fused forward and backward kernels wired into autograd: y = [post ⊙] conv_N([pre ⊙] u, k), learned or fixed."""
+
+    @staticmethod
+    def forward(ctx, u, k, pregate, postgate, dft1, dft2, N):
+        blocks = None
+        if dft1 is not None or dft2 is not None:
+            N1, N2 = default_sizes(N)
+            plan = get_plan(N, u.device)
+            blocks = (block_planes(dft1, N1, plan["dft1_full"]), block_planes(dft2, N2, plan["dft2_full"]))
+        k_f = (k_f_planes if blocks is None else k_f_planes_full)(k, N)  # (H, 2, N) fp32, once per call
+        ctx.save_for_backward(u, k_f, pregate, postgate, dft1, dft2)
+        ctx.blocks, ctx.N, ctx.Lk = blocks, N, k.shape[-1]
+        return _fwd(u, k_f, N, pregate, postgate, blocks)
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, k_f, pregate, postgate, dft1, dft2 = ctx.saved_tensors
+        dy = dy.to(u.dtype).contiguous()  # (B, H, L)
+        need = ctx.needs_input_grad[:6]
+        du, dk, dpre, dpost, db1, db2 = _bwd(u, dy, k_f, ctx.N, ctx.Lk, pregate, postgate, ctx.blocks, need)
+        N1, N2 = default_sizes(ctx.N)
+        return du, dk, dpre, dpost, _block_grad(db1, dft1, N1), _block_grad(db2, dft2, N2), None

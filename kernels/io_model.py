@@ -23,7 +23,7 @@ cache misses counted twice, no cache hits subtracted). The unfused steps follow 
 
 The fused kernel (kernels/flash_butterfly.py) reads u (masked loads: the zero padding is free), reads k_f[h] once per
 program (n_chunks programs per channel), reads the DFT/twiddle tables (once: a few KB, L2-resident) and writes y. Its
-k_f is made per call by PyTorch (kernels.conv.k_f_planes: pad, FFT, gather to the kernel's order, split re/im),
+k_f is made per call by PyTorch (kernels.launch.k_f_planes: pad, FFT, gather to the kernel's order, split re/im),
 counted in the same lower-bound way.
 
 The three-pass kernel (kernels/three_pass.py, N > 4096) moves an fp32 intermediate between its passes
@@ -51,7 +51,7 @@ import math
 
 import torch
 
-from lconv.butterfly import default_sizes, half_sizes
+from lconv.butterfly import default_sizes, half_sizes, three_pass_sizes
 
 # Bytes per element of u / y.
 DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
@@ -148,7 +148,7 @@ def _k_spectrum_io(N: int, H: int, Lk: int) -> list[Transfer]:
 def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
                        include_k: bool = True, n_chunks: int = 1, sizes: tuple[int, int] | None = None
                        ) -> list[Transfer]:
-    """HBM transfers of the fused FlashButterfly forward (kernels.conv.FlashButterflyFn), step by step.
+    """HBM transfers of the fused FlashButterfly forward (kernels.flash_butterfly.FlashButterflyFn), step by step.
 
     n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables, N1·N2 = N/2
     (default: the kernel's half_sizes(N)); the tables are F1, F2, the twiddles and ω_N^f.
@@ -178,8 +178,6 @@ def three_pass_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = N
     Per batch row (packed=False, the kernel) or per pair of rows (packed=True, the design it replaced) the fp32
     intermediate holds the outer rows it keeps: R = N0/2 + 1 rows of M points per row, or all N0 per pair.
     """
-    from kernels.three_pass import three_pass_sizes
-
     L, Lk = _check_sizes(N, B, H, L, Lk)
     s = _dtype_bytes(dtype)
     N0, M1, M2 = three_pass_sizes(N)
@@ -232,10 +230,16 @@ def radix2_fft_flops(N: int) -> float:
     return 5.0 * N * math.log2(N)
 
 
+def block_flops(N: int, sizes=None) -> int:
+    """Real FLOPs of the dense blocks of one complex Monarch FFT, Σ_i 8·N·N_i: what a learned Butterfly transform
+    costs too (the blocks' values never enter; torch.utils.flop_counter counts a complex matmul as a quarter of this)."""
+    return sum(8 * N * n for n in _split(N, sizes))
+
+
 def monarch_fft_flops(N: int, sizes=None) -> int:
     """Real FLOPs of one complex Monarch FFT: Σ_i 8·N·N_i (dense blocks) + 6·N per twiddle multiply."""
     sizes = _split(N, sizes)
-    return sum(8 * N * n for n in sizes) + 6 * N * (len(sizes) - 1)
+    return block_flops(N, sizes) + 6 * N * (len(sizes) - 1)
 
 
 HALF_POINTWISE_FLOPS = 46  # per bin of the half-length trick: split 18, ⊙ k_f at f and f + N/2 12, merge 16
@@ -269,8 +273,6 @@ def three_pass_flops(N: int, B: int, H: int, packed: bool = False) -> float:
     pass 3 (dense dots, a real operand in pass 1 and a real result in pass 3: 4·N0 FLOPs per point each, 8·N0 per
     complex point of a pair when packed), twiddles, and one inner M-point convolution (two Monarch FFTs and ⊙ k_f)
     per stored outer row: R = N0/2 + 1 per row (N0 per pair when packed)."""
-    from kernels.three_pass import three_pass_sizes
-
     N0, M1, M2 = three_pass_sizes(N)
     M = M1 * M2
     inner = 2 * monarch_fft_flops(M, (M1, M2)) + 6 * M

@@ -4,7 +4,7 @@ For each FFT size N (fp16, B = 64, H = 768, L = N) and pass (fwd, bwd), every co
 PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against torch's fp32 rfft convolution (max |error|, NaN fails) and
 timed (triton.testing.do_bench, median ms). Prints one table per N, best first, with the bandwidth of moving u, y
 (and dy, du) once; `--out DIR` writes the rows as JSON with provenance. The chosen settings go into
-kernels.conv.TUNING by hand, with the sweep's numbers in the commit that changes them.
+kernels.launch.TUNING by hand, with the sweep's numbers in the commit that changes them.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import os
 
 import torch
 
-from kernels import conv as kconv
-from kernels.bench import torch_fft_conv
+from . import flash_butterfly as fb, launch as kl
+from .bench import torch_fft_conv
 
 
 def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
@@ -27,21 +27,21 @@ def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
     u = (torch.randn(B, H, N, device=dev) * 0.02).half()
     dy = (torch.randn(B, H, N, device=dev) * 0.02).half()
     k = torch.randn(H, N, device=dev)
-    k_f = kconv.k_f_planes(k, N)
+    k_f = kl.k_f_planes(k, N)
     y_ref = torch_fft_conv(u.float(), k, N)  # fp32 reference (output in its input's dtype)
     du_ref = torch.fft.irfft(torch.fft.rfft(dy.float()) * torch.fft.rfft(k).conj(), n=N)  # circular corr(dy, k)
-    saved = (kconv.TUNING[N], kconv.PROGRAMS_PER_SM)
+    saved = (kl.TUNING[N], kl.PROGRAMS_PER_SM)
     rows = []
     try:
         for pass_, w, ps in itertools.product(passes, warps, per_sm):
-            kconv.TUNING[N] = {**saved[0], pass_: {"num_warps": w, "num_stages": 1}}
-            kconv.PROGRAMS_PER_SM = ps
+            kl.TUNING[N] = {**saved[0], pass_: {"num_warps": w, "num_stages": 1}}
+            kl.PROGRAMS_PER_SM = ps
             if pass_ == "fwd":
-                fn = lambda: kconv._fwd(u, k_f, N)  # noqa: E731
+                fn = lambda: fb._fwd(u, k_f, N)  # noqa: E731
                 out, ref, nbytes = fn(), y_ref, 2 * u.numel() * 2
             else:
                 need = (True, True, False, False, False, False)
-                fn = lambda: kconv._bwd(u, dy, k_f, N, N, need=need)  # noqa: E731
+                fn = lambda: fb._bwd(u, dy, k_f, N, N, need=need)  # noqa: E731
                 out, ref, nbytes = fn()[0], du_ref, 3 * u.numel() * 2
             err = (out.float() - ref).abs().max().item()
             ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
@@ -50,7 +50,7 @@ def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
             print(f"N={N:5d} {pass_} warps={w} per_sm={ps:2d}: {ms:.3f} ms "
                   f"{nbytes / ms / 1e6:6.0f} GB/s err {err:.2e}", flush=True)
     finally:
-        kconv.TUNING[N], kconv.PROGRAMS_PER_SM = saved
+        kl.TUNING[N], kl.PROGRAMS_PER_SM = saved
     return rows
 
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     for (N, p), group in itertools.groupby(sorted(rows, key=lambda r: (r["N"], r["pass_"], r["ms"])),
                                            key=lambda r: (r["N"], r["pass_"])):
         g = list(group)
-        now = [r for r in g if (r["num_warps"], r["PROGRAMS_PER_SM"]) == (kconv.TUNING[N][p]["num_warps"], 4)]
+        now = [r for r in g if (r["num_warps"], r["PROGRAMS_PER_SM"]) == (kl.TUNING[N][p]["num_warps"], 4)]
         b = g[0]
         print(f"N={N:5d} {p}: best warps={b['num_warps']} per_sm={b['PROGRAMS_PER_SM']} "
               f"{b['ms']:.3f} ms {b['GBps']:.0f} GB/s" + (f"; current {now[0]['ms']:.3f} ms" if now else ""))

@@ -5,9 +5,12 @@ Provenance
 The paper (Fu, Epstein et al., ICML 2023, §4) describes the three-pass algorithm in one sentence: one Butterfly pass
 over the input, many independent fused FFT convolutions small enough for SRAM, one Butterfly pass back. No code was
 released. This is an independent Triton implementation of that description, written from the Cooley–Tukey identity
-in `lconv/butterfly.py`; `three_pass_reference` below is its PyTorch reference (same factors, same order, same
+in `lconv/butterfly.py`; `lconv.butterfly.three_pass_reference` is its PyTorch reference (same factors, same order, same
 scaling) and is checked against torch.fft in tests/test_three_pass.py. The fused inner convolution reuses the
-@triton.jit helpers of kernels/flash_butterfly.py (`_monarch_fwd`, `_monarch_adj`, `_load_plan`, `_cdot*`).
+@triton.jit helpers of kernels/flash_butterfly.py (`_monarch_fwd`, `_monarch_adj`, `_load_plan`, `_cdot*`). The file
+reads like kernels/flash_butterfly.py: the @triton.jit kernels, then their launchers (`_pass1/2/3`, `_fwd`, `_bwd`)
+and the autograd Function (`ThreePassFn`); sizes, checks and tables come from kernels/launch.py, the public
+`three_pass_conv` is in kernels/conv.py.
 
 Motivation
 ----------
@@ -63,7 +66,7 @@ Caveats (honest)
 - Tested on CPU through the Triton interpreter and compiled on an H100 (triton 3.6): per call it beats cuFFT's rfft
   convolution up to 128K (2.17× at 8K, 1.5× at 64K–128K, fp16) and is slower from 256K (0.4× at 1M), where the two
   outer passes over the fp32 intermediate dominate (results/ holds the timings). Pass 2 uses the fused kernel's
-  launch settings for M (kernels.conv.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to 2.8 ms. The
+  launch settings for M (kernels.launch.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to 2.8 ms. The
   outer passes have not been tuned. Shared memory per block of this version (fp16, compiled for sm_86 and sm_90
   without a GPU): passes 1 and 3 ≤ 32 KB, pass 2 and its backward ≤ 48 KB (M = 4096): every N fits the ~99 KB
   of consumer and inference GPUs. Registers of the packed-pair version (not re-measured), compiled for sm_90a
@@ -89,368 +92,244 @@ Caveats (honest)
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from lconv import butterfly
-from kernels import conv as kconv
+import triton
+import triton.language as tl
 
-try:
-    import triton
-    import triton.language as tl
+from .flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start, _scale_pair,
+                              _to_out)
+from lconv.butterfly import three_pass_sizes
 
-    from kernels.flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start,
-                                         _scale_pair, _to_out)
-
-    HAS_TRITON = True
-except ImportError:  # no triton: the reference runs everywhere
-    HAS_TRITON = False
-
-THREE_PASS_N = tuple(1 << e for e in range(13, 21))  # 8192 … 2^20
-MAX_INNER = 4096  # the largest M the fused inner convolution holds on chip
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sizes and input checks
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def three_pass_sizes(N: int) -> tuple[int, int, int]:
-    """(N0, M1, M2) with N = N0·M1·M2: M = M1·M2 = min(4096, N/16) on chip, N0 ≥ 16 across the strided rows."""
-    check_seqlen_three_pass(N)
-    M = min(MAX_INNER, N // 16)
-    return (N // M, *butterfly.default_sizes(M))
-
-
-def check_seqlen_three_pass(N) -> int:
-    """N must be one of THREE_PASS_N (the FFT size, not the input length)."""
-    if not isinstance(N, int) or N not in THREE_PASS_N:
-        raise ValueError(f"FFT size N={N!r} is not supported by the three-pass kernel; supported N (the FFT size, "
-                         f"≥ 2·L for a causal convolution): {list(THREE_PASS_N)}; N ≤ 4096 uses the fused kernel")
-    return N
-
-
-def check_inputs_three_pass(u, k, N, pregate=None, postgate=None) -> None:
-    """Validate u (B, H, L), k (H, Lk), N and the gates (both or neither, like u); raise ValueError naming the fix.
-
-    The N check is this module's (three-pass sizes only); everything else is kernels.conv.check_inputs, so the fused
-    and the three-pass paths reject the same inputs with the same messages.
-    """
-    check_seqlen_three_pass(N)
-    kconv.check_inputs(u, k, N, pregate=pregate, postgate=postgate)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The PyTorch reference of exactly this algorithm (fp32 complex intermediates; fp64 for fp64 inputs)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def three_pass_reference(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgate=None) -> torch.Tensor:
-    """postgate ⊙ (first L of the N-point circular conv of zero-padded pregate ⊙ u and k), by the three passes.
-
-    u (B, H, L), k (H, Lk), L, Lk ≤ N (any N = N0·M with a power-of-two M ≥ 16; sizes from three_pass_sizes when N
-    is a three-pass size, else (16, default_sizes(N/16))). Row by row, outer rows 0 … N0/2 only (module docstring).
-    Differentiable; returns u's dtype.
-    """
-    N0, M1, M2 = three_pass_sizes(N) if N in THREE_PASS_N else (16, *butterfly.default_sizes(N // 16))
-    M, R = M1 * M2, N0 // 2 + 1
-    B, H, L = u.shape
-    if L > N or k.shape[-1] > N:
-        raise ValueError(f"L={L} and Lk={k.shape[-1]} must be ≤ N={N}")
-    rdt = torch.float64 if u.dtype == torch.float64 else torch.float32
-    cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
-    v = u.to(rdt) if pregate is None else u.to(rdt) * pregate.to(rdt)  # (B, H, L)
-    x = torch.cat([v, v.new_zeros(B, H, N - L)], dim=-1).reshape(B, H, N0, M)  # (B, H, N0, M): zero padding
-    F0 = butterfly.dft_matrix(N0, dtype=cdt, device=u.device) / math.sqrt(N0)  # (N0, N0) unitary, symmetric
-    tw = butterfly.twiddle(N0, M, dtype=cdt, device=u.device)[:R]  # (R, M)
-    # pass 1: N0-point DFT across the M-strided rows, rows f0 ≤ N0/2 only, then twiddles
-    C = (F0[:R] @ x.to(cdt)) * tw  # (B, H, R, M)
-    # pass 2: R independent inner FFT convolutions, row f0 with its own segment of k_f
-    k_f = butterfly.k_f_permuted(k.to(rdt), N, (N0, M1, M2)).reshape(H, N0, M)[:, :R]  # (H, R, M) permuted order
-    Z = butterfly.monarch_fft(C, (M1, M2), permuted=True, norm="ortho")  # (B, H, R, M)
-    D = butterfly.monarch_ifft(Z * k_f, (M1, M2), permuted=True, norm="ortho")  # (B, H, R, M)
-    # pass 3: back across the rows; rows R … N0−1 are the conjugates of rows N0/2−1 … 1
-    T = D * tw.conj()  # (B, H, R, M)
-    T = torch.cat([T, T[..., 1:N0 - R + 1, :].flip(-2).conj()], dim=-2)  # (B, H, N0, M)
-    y = (F0.conj() @ T).real.reshape(B, H, N)[..., :L]  # (B, H, L)
-    if postgate is not None:
-        y = y * postgate.to(rdt)
-    return y.to(u.dtype)
-
+from .launch import chunks, dot_args, get_plan, k_f_planes_full, launch, launch_opts, outer_blocks
 
 # ---------------------------------------------------------------------------------------------------------------
 # Triton kernels. Complex values are separate re/im planes; buffers between the passes are (B, H, 2, R·M) fp32.
 # ---------------------------------------------------------------------------------------------------------------
 
-if HAS_TRITON:
 
-    @triton.jit
-    def outer_fwd_kernel(
-        # pointers
-        x_ptr, gate_ptr, w_ptr, dgate_ptr, z_ptr, dft_ptr, tw_ptr,
-        # sizes
-        B, H, L, n_mblocks,
-        # meta-parameters
-        N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE: tl.constexpr,
-        HAS_DGATE: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr,
-    ):
-        """Pass 1: z[b, h, :, f0·M + m] = tw[f0, m] · Σ_n0 F0[f0, n0] · (gate ⊙ x)[b, h, n0·M + m] for f0 ≤ N0/2.
+@triton.jit
+def outer_fwd_kernel(
+    # pointers
+    x_ptr, gate_ptr, w_ptr, dgate_ptr, z_ptr, dft_ptr, tw_ptr,
+    # sizes
+    B, H, L, n_mblocks,
+    # meta-parameters
+    N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE: tl.constexpr,
+    HAS_DGATE: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr,
+):
+    """Pass 1: z[b, h, :, f0·M + m] = tw[f0, m] · Σ_n0 F0[f0, n0] · (gate ⊙ x)[b, h, n0·M + m] for f0 ≤ N0/2.
 
-        One program per (row b, channel h, block of BM columns m). Optionally also stores dgate = x ⊙ w (the
-        postgate gradient dy ⊙ w, fused into the load of dy).
-        """
-        R: tl.constexpr = N0 // 2 + 1  # outer rows stored
-        RM: tl.constexpr = R * M
-        DOT = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
-        pid = tl.program_id(0).to(tl.int64)
-        mb = pid % n_mblocks
-        bh = pid // n_mblocks  # b·H + h
-        h = bh % H
-        b = bh // H
-        row = _row_start(b, h, H, L)
-        m = mb * BM + tl.arange(0, BM)  # (BM,) columns
-        f0 = tl.arange(0, N0)  # (N0,) output rows (only f0 < R are stored)
-        accr = tl.zeros((N0, BM), dtype=tl.float32)
-        acci = tl.zeros((N0, BM), dtype=tl.float32)
-        for kb in tl.static_range(0, N0, KB):
-            n0 = kb + tl.arange(0, KB)  # (KB,) input rows of this chunk
-            n = n0[:, None] * M + m[None, :]  # (KB, BM) time index n0·M + m
-            mask = (n < L) & (b < B)
-            x = tl.load(x_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-            if HAS_DGATE:  # dpostgate = dy ⊙ w on the raw dy, before the gate
-                w = tl.load(w_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-                tl.store(dgate_ptr + row + n, _to_out(x * w, dgate_ptr), mask=mask)
-            inv = 1.0
-            if HAS_GATE:
-                x *= tl.load(gate_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-                if NORM:  # gate ⊙ x may leave the dtype's range: scale the chunk by a power of two
-                    s, inv = _pow2_scale(tl.max(tl.abs(x)))
-                    x = x * s
-            fidx = f0[:, None] * N0 + n0[None, :]  # (N0, KB)
-            fr = tl.load(dft_ptr + fidx).to(DOT)
-            fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
-            xd = x.to(DOT)
-            accr += tl.dot(fr, xd, input_precision=PREC, out_dtype=tl.float32) * inv  # F0 @ x, x real: 2 dots
-            acci += tl.dot(fi, xd, input_precision=PREC, out_dtype=tl.float32) * inv
-        idx = f0[:, None] * M + m[None, :]  # (N0, BM) slot f0·M + m
-        keep = (f0[:, None] < R) & (m[None, :] < M)  # (N0, BM)
+    One program per (row b, channel h, block of BM columns m). Optionally also stores dgate = x ⊙ w (the
+    postgate gradient dy ⊙ w, fused into the load of dy).
+    """
+    R: tl.constexpr = N0 // 2 + 1  # outer rows stored
+    RM: tl.constexpr = R * M
+    DOT = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
+    pid = tl.program_id(0).to(tl.int64)
+    mb = pid % n_mblocks
+    bh = pid // n_mblocks  # b·H + h
+    h = bh % H
+    b = bh // H
+    row = _row_start(b, h, H, L)
+    m = mb * BM + tl.arange(0, BM)  # (BM,) columns
+    f0 = tl.arange(0, N0)  # (N0,) output rows (only f0 < R are stored)
+    accr = tl.zeros((N0, BM), dtype=tl.float32)
+    acci = tl.zeros((N0, BM), dtype=tl.float32)
+    for kb in tl.static_range(0, N0, KB):
+        n0 = kb + tl.arange(0, KB)  # (KB,) input rows of this chunk
+        n = n0[:, None] * M + m[None, :]  # (KB, BM) time index n0·M + m
+        mask = (n < L) & (b < B)
+        x = tl.load(x_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+        if HAS_DGATE:  # dpostgate = dy ⊙ w on the raw dy, before the gate
+            w = tl.load(w_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+            tl.store(dgate_ptr + row + n, _to_out(x * w, dgate_ptr), mask=mask)
+        inv = 1.0
+        if HAS_GATE:
+            x *= tl.load(gate_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+            if NORM:  # gate ⊙ x may leave the dtype's range: scale the chunk by a power of two
+                s, inv = _pow2_scale(tl.max(tl.abs(x)))
+                x = x * s
+        fidx = f0[:, None] * N0 + n0[None, :]  # (N0, KB)
+        fr = tl.load(dft_ptr + fidx).to(DOT)
+        fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
+        xd = x.to(DOT)
+        accr += tl.dot(fr, xd, input_precision=PREC, out_dtype=tl.float32) * inv  # F0 @ x, x real: 2 dots
+        acci += tl.dot(fi, xd, input_precision=PREC, out_dtype=tl.float32) * inv
+    idx = f0[:, None] * M + m[None, :]  # (N0, BM) slot f0·M + m
+    keep = (f0[:, None] < R) & (m[None, :] < M)  # (N0, BM)
+    twr = tl.load(tw_ptr + idx)
+    twi = tl.load(tw_ptr + N0 * M + idx)
+    zbase = bh * 2 * RM
+    tl.store(z_ptr + zbase + idx, accr * twr - acci * twi, mask=keep)
+    tl.store(z_ptr + zbase + RM + idx, accr * twi + acci * twr, mask=keep)
+
+@triton.jit
+def outer_adj_kernel(
+    # pointers
+    z_ptr, dft_ptr, tw_ptr, out1_ptr, gate1_ptr, out2_ptr, gate2_ptr,
+    # sizes
+    B, H, L, n_mblocks,
+    # meta-parameters
+    N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE1: tl.constexpr,
+    HAS_OUT2: tl.constexpr, HAS_GATE2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, T = conj(tw) ⊙ z rows (rows f0 > N0/2
+    read as conj of row N0 − f0); out1 = gate1 ⊙ r and (optionally) out2 = gate2 ⊙ r, first L entries."""
+    R: tl.constexpr = N0 // 2 + 1
+    RM: tl.constexpr = R * M
+    DOT = tl.float32 if DOT_FP32 else out1_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    mb = pid % n_mblocks
+    bh = pid // n_mblocks
+    h = bh % H
+    b = bh // H
+    zbase = bh * 2 * RM
+    m = mb * BM + tl.arange(0, BM)  # (BM,)
+    n0 = tl.arange(0, N0)  # (N0,) output rows
+    acc = tl.zeros((N0, BM), dtype=tl.float32)
+    for kb in tl.static_range(0, N0, KB):
+        f0 = kb + tl.arange(0, KB)  # (KB,) frequency rows of this chunk
+        src = tl.where(f0 < R, f0, N0 - f0)  # the stored row: f0, or N0 − f0 (conjugated)
+        sign = tl.where(f0 < R, 1.0, -1.0)[:, None]
+        idx = src[:, None] * M + m[None, :]  # (KB, BM)
+        dr = tl.load(z_ptr + zbase + idx)
+        di = tl.load(z_ptr + zbase + RM + idx)
         twr = tl.load(tw_ptr + idx)
         twi = tl.load(tw_ptr + N0 * M + idx)
-        zbase = bh * 2 * RM
-        tl.store(z_ptr + zbase + idx, accr * twr - acci * twi, mask=keep)
-        tl.store(z_ptr + zbase + RM + idx, accr * twi + acci * twr, mask=keep)
+        cr = dr * twr + di * twi  # T = D ⊙ conj(tw), fp32
+        ci = (di * twr - dr * twi) * sign  # conj for the mirrored rows
+        inv = 1.0
+        if NORM:
+            s, inv = _pow2_scale(_absmax(cr, ci))
+            cr, ci = cr * s, ci * s
+        fidx = n0[:, None] * N0 + f0[None, :]  # (N0, KB); F0 is symmetric
+        fr = tl.load(dft_ptr + fidx).to(DOT)
+        fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
+        part = tl.dot(fr, cr.to(DOT), input_precision=PREC, out_dtype=tl.float32)  # Re(conj(F0) @ T)
+        part += tl.dot(fi, ci.to(DOT), input_precision=PREC, out_dtype=tl.float32)
+        acc += part * inv
+    n = n0[:, None] * M + m[None, :]  # (N0, BM) time index
+    row = _row_start(b, h, H, L)
+    mask = (n < L) & (b < B)
+    o1 = acc
+    if HAS_GATE1:
+        o1 = o1 * tl.load(gate1_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out1_ptr + row + n, _to_out(o1, out1_ptr), mask=mask)
+    if HAS_OUT2:
+        o2 = acc
+        if HAS_GATE2:
+            o2 = o2 * tl.load(gate2_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out2_ptr + row + n, _to_out(o2, out2_ptr), mask=mask)
 
-    @triton.jit
-    def outer_adj_kernel(
-        # pointers
-        z_ptr, dft_ptr, tw_ptr, out1_ptr, gate1_ptr, out2_ptr, gate2_ptr,
-        # sizes
-        B, H, L, n_mblocks,
-        # meta-parameters
-        N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE1: tl.constexpr,
-        HAS_OUT2: tl.constexpr, HAS_GATE2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-        NORM: tl.constexpr,
-    ):
-        """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, T = conj(tw) ⊙ z rows (rows f0 > N0/2
-        read as conj of row N0 − f0); out1 = gate1 ⊙ r and (optionally) out2 = gate2 ⊙ r, first L entries."""
-        R: tl.constexpr = N0 // 2 + 1
-        RM: tl.constexpr = R * M
-        DOT = tl.float32 if DOT_FP32 else out1_ptr.dtype.element_ty
-        pid = tl.program_id(0).to(tl.int64)
-        mb = pid % n_mblocks
-        bh = pid // n_mblocks
-        h = bh % H
-        b = bh // H
-        zbase = bh * 2 * RM
-        m = mb * BM + tl.arange(0, BM)  # (BM,)
-        n0 = tl.arange(0, N0)  # (N0,) output rows
-        acc = tl.zeros((N0, BM), dtype=tl.float32)
-        for kb in tl.static_range(0, N0, KB):
-            f0 = kb + tl.arange(0, KB)  # (KB,) frequency rows of this chunk
-            src = tl.where(f0 < R, f0, N0 - f0)  # the stored row: f0, or N0 − f0 (conjugated)
-            sign = tl.where(f0 < R, 1.0, -1.0)[:, None]
-            idx = src[:, None] * M + m[None, :]  # (KB, BM)
-            dr = tl.load(z_ptr + zbase + idx)
-            di = tl.load(z_ptr + zbase + RM + idx)
-            twr = tl.load(tw_ptr + idx)
-            twi = tl.load(tw_ptr + N0 * M + idx)
-            cr = dr * twr + di * twi  # T = D ⊙ conj(tw), fp32
-            ci = (di * twr - dr * twi) * sign  # conj for the mirrored rows
-            inv = 1.0
-            if NORM:
-                s, inv = _pow2_scale(_absmax(cr, ci))
-                cr, ci = cr * s, ci * s
-            fidx = n0[:, None] * N0 + f0[None, :]  # (N0, KB); F0 is symmetric
-            fr = tl.load(dft_ptr + fidx).to(DOT)
-            fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
-            part = tl.dot(fr, cr.to(DOT), input_precision=PREC, out_dtype=tl.float32)  # Re(conj(F0) @ T)
-            part += tl.dot(fi, ci.to(DOT), input_precision=PREC, out_dtype=tl.float32)
-            acc += part * inv
-        n = n0[:, None] * M + m[None, :]  # (N0, BM) time index
-        row = _row_start(b, h, H, L)
-        mask = (n < L) & (b < B)
-        o1 = acc
-        if HAS_GATE1:
-            o1 = o1 * tl.load(gate1_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out1_ptr + row + n, _to_out(o1, out1_ptr), mask=mask)
-        if HAS_OUT2:
-            o2 = acc
-            if HAS_GATE2:
-                o2 = o2 * tl.load(gate2_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-            tl.store(out2_ptr + row + n, _to_out(o2, out2_ptr), mask=mask)
+@triton.jit
+def _load_inner(z_ptr, base, RM, n, mask, NORM: tl.constexpr):
+    """One stored inner row (re, im (M1, M2) fp32 tiles), scaled by a power of two when NORM, and 1/scale."""
+    return _scale_pair(tl.load(z_ptr + base + n, mask=mask, other=0.0),
+                       tl.load(z_ptr + base + RM + n, mask=mask, other=0.0), NORM)
 
-    @triton.jit
-    def _load_inner(z_ptr, base, RM, n, mask, NORM: tl.constexpr):
-        """One stored inner row (re, im (M1, M2) fp32 tiles), scaled by a power of two when NORM, and 1/scale."""
-        return _scale_pair(tl.load(z_ptr + base + n, mask=mask, other=0.0),
-                           tl.load(z_ptr + base + RM + n, mask=mask, other=0.0), NORM)
+@triton.jit
+def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: tl.constexpr):
+    """k_f[h] at outer row f0 (re, im (M1, M2) tiles), scaled to max|K| < 1 when NORM, and 1/scale."""
+    base = h.to(tl.int64) * 2 * N + f0 * M
+    return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + N + n), NORM)
 
-    @triton.jit
-    def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: tl.constexpr):
-        """k_f[h] at outer row f0 (re, im (M1, M2) tiles), scaled to max|K| < 1 when NORM, and 1/scale."""
-        base = h.to(tl.int64) * 2 * N + f0 * M
-        return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + N + n), NORM)
+@triton.jit
+def inner_conv_kernel(
+    # pointers
+    z_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
+    # sizes
+    B, H, n_chunks, rows_per_prog,
+    # meta-parameters
+    N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    """Pass 2, in place: z[b, h, :, f0·M : (f0+1)·M] ← adj_M(fwd_M(row) ⊙ k_f[h, f0·M …]) for the chunk's rows.
 
-    @triton.jit
-    def inner_conv_kernel(
-        # pointers
-        z_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
-        # sizes
-        B, H, n_chunks, rows_per_prog,
-        # meta-parameters
-        N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-        NORM: tl.constexpr,
-    ):
-        """Pass 2, in place: z[b, h, :, f0·M : (f0+1)·M] ← adj_M(fwd_M(row) ⊙ k_f[h, f0·M …]) for the chunk's rows.
+    One program per (channel h, stored outer row f0 < R, chunk of batch rows); like_ptr only carries u's dtype.
+    """
+    M: tl.constexpr = M1 * M2
+    N: tl.constexpr = N0 * M
+    R: tl.constexpr = N0 // 2 + 1
+    RM: tl.constexpr = R * M
+    DOT = tl.float32 if DOT_FP32 else like_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    chunk = pid % n_chunks
+    hf = pid // n_chunks  # h·R + f0
+    f0 = hf % R
+    h = hf // R
+    n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2) slot i1·M2 + i2
+    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
+    Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)  # this row's spectrum segment
+    for i in range(0, rows_per_prog):
+        b = chunk * rows_per_prog + i
+        mask = (n < M) & (b < B)
+        base = _row_start(b, h, H, 2 * RM) + f0 * M
+        zr, zi, inv = _load_inner(z_ptr, base, RM, n, mask, NORM)
+        zr, zi = _monarch_fwd(zr, zi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
+        yr = zr * Kr - zi * Ki  # ⊙ k_f
+        yi = zr * Ki + zi * Kr
+        yr, yi = _monarch_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
+        tl.store(z_ptr + base + n, yr * (inv * inv_k), mask=mask)
+        tl.store(z_ptr + base + RM + n, yi * (inv * inv_k), mask=mask)
 
-        One program per (channel h, stored outer row f0 < R, chunk of batch rows); like_ptr only carries u's dtype.
-        """
-        M: tl.constexpr = M1 * M2
-        N: tl.constexpr = N0 * M
-        R: tl.constexpr = N0 // 2 + 1
-        RM: tl.constexpr = R * M
-        DOT = tl.float32 if DOT_FP32 else like_ptr.dtype.element_ty
-        pid = tl.program_id(0).to(tl.int64)
-        chunk = pid % n_chunks
-        hf = pid // n_chunks  # h·R + f0
-        f0 = hf % R
-        h = hf // R
-        n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2) slot i1·M2 + i2
-        f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
-        Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)  # this row's spectrum segment
-        for i in range(0, rows_per_prog):
-            b = chunk * rows_per_prog + i
-            mask = (n < M) & (b < B)
-            base = _row_start(b, h, H, 2 * RM) + f0 * M
-            zr, zi, inv = _load_inner(z_ptr, base, RM, n, mask, NORM)
-            zr, zi = _monarch_fwd(zr, zi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-            yr = zr * Kr - zi * Ki  # ⊙ k_f
-            yi = zr * Ki + zi * Kr
-            yr, yi = _monarch_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-            tl.store(z_ptr + base + n, yr * (inv * inv_k), mask=mask)
-            tl.store(z_ptr + base + RM + n, yi * (inv * inv_k), mask=mask)
-
-    @triton.jit
-    def inner_conv_bwd_kernel(
-        # pointers
-        g_ptr, v_ptr, q_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
-        # sizes
-        B, H, n_chunks, rows_per_prog,
-        # meta-parameters
-        N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-        COMPUTE_DV: tl.constexpr, COMPUTE_DK: tl.constexpr, NORM: tl.constexpr,
-    ):
-        """Pass 2 backward: g row ← adj_M(fwd_M(g row) ⊙ conj(k_f)) in place (dv), and
-        q[chunk, h, :, f0·M …] = Σ_{rows} conj(fwd_M(v row)) ⊙ fwd_M(g row) in fp32 (dk's spectrum, permuted)."""
-        M: tl.constexpr = M1 * M2
-        N: tl.constexpr = N0 * M
-        R: tl.constexpr = N0 // 2 + 1
-        RM: tl.constexpr = R * M
-        DOT = tl.float32 if DOT_FP32 else like_ptr.dtype.element_ty
-        pid = tl.program_id(0).to(tl.int64)
-        chunk = pid % n_chunks
-        hf = pid // n_chunks
-        f0 = hf % R
-        h = hf // R
-        n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2)
-        f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
+@triton.jit
+def inner_conv_bwd_kernel(
+    # pointers
+    g_ptr, v_ptr, q_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
+    # sizes
+    B, H, n_chunks, rows_per_prog,
+    # meta-parameters
+    N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+    COMPUTE_DV: tl.constexpr, COMPUTE_DK: tl.constexpr, NORM: tl.constexpr,
+):
+    """Pass 2 backward: g row ← adj_M(fwd_M(g row) ⊙ conj(k_f)) in place (dv), and
+    q[chunk, h, :, f0·M …] = Σ_{rows} conj(fwd_M(v row)) ⊙ fwd_M(g row) in fp32 (dk's spectrum, permuted)."""
+    M: tl.constexpr = M1 * M2
+    N: tl.constexpr = N0 * M
+    R: tl.constexpr = N0 // 2 + 1
+    RM: tl.constexpr = R * M
+    DOT = tl.float32 if DOT_FP32 else like_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    chunk = pid % n_chunks
+    hf = pid // n_chunks
+    f0 = hf % R
+    h = hf // R
+    n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
+    if COMPUTE_DV:
+        Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)
+    Pr = tl.zeros((M1, M2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg over the chunk's rows
+    Pi = tl.zeros((M1, M2), dtype=tl.float32)
+    for i in range(0, rows_per_prog):
+        b = chunk * rows_per_prog + i
+        mask = (n < M) & (b < B)
+        base = _row_start(b, h, H, 2 * RM) + f0 * M
+        gr, gi, inv_g = _load_inner(g_ptr, base, RM, n, mask, NORM)
+        gr, gi = _monarch_fwd(gr, gi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zg
         if COMPUTE_DV:
-            Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)
-        Pr = tl.zeros((M1, M2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg over the chunk's rows
-        Pi = tl.zeros((M1, M2), dtype=tl.float32)
-        for i in range(0, rows_per_prog):
-            b = chunk * rows_per_prog + i
-            mask = (n < M) & (b < B)
-            base = _row_start(b, h, H, 2 * RM) + f0 * M
-            gr, gi, inv_g = _load_inner(g_ptr, base, RM, n, mask, NORM)
-            gr, gi = _monarch_fwd(gr, gi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zg
-            if COMPUTE_DV:
-                xr = gr * Kr + gi * Ki  # Zg ⊙ conj(k_f)
-                xi = gi * Kr - gr * Ki
-                xr, xi = _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-                tl.store(g_ptr + base + n, xr * (inv_g * inv_k), mask=mask)
-                tl.store(g_ptr + base + RM + n, xi * (inv_g * inv_k), mask=mask)
-            if COMPUTE_DK:
-                vr, vi, inv_v = _load_inner(v_ptr, base, RM, n, mask, NORM)
-                vr, vi = _monarch_fwd(vr, vi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zv
-                c = inv_v * inv_g
-                Pr += (vr * gr + vi * gi) * c  # conj(Zv) ⊙ Zg
-                Pi += (vr * gi - vi * gr) * c
-        if COMPUTE_DK:  # the spectrum sum in permuted order; its inverse FFT (H·N, no batch) runs in PyTorch
-            qbase = _row_start(chunk, h, H, 2 * RM) + f0 * M
-            tl.store(q_ptr + qbase + n, Pr)
-            tl.store(q_ptr + qbase + RM + n, Pi)
+            xr = gr * Kr + gi * Ki  # Zg ⊙ conj(k_f)
+            xi = gi * Kr - gr * Ki
+            xr, xi = _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
+            tl.store(g_ptr + base + n, xr * (inv_g * inv_k), mask=mask)
+            tl.store(g_ptr + base + RM + n, xi * (inv_g * inv_k), mask=mask)
+        if COMPUTE_DK:
+            vr, vi, inv_v = _load_inner(v_ptr, base, RM, n, mask, NORM)
+            vr, vi = _monarch_fwd(vr, vi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zv
+            c = inv_v * inv_g
+            Pr += (vr * gr + vi * gi) * c  # conj(Zv) ⊙ Zg
+            Pi += (vr * gi - vi * gr) * c
+    if COMPUTE_DK:  # the spectrum sum in permuted order; its inverse FFT (H·N, no batch) runs in PyTorch
+        qbase = _row_start(chunk, h, H, 2 * RM) + f0 * M
+        tl.store(q_ptr + qbase + n, Pr)
+        tl.store(q_ptr + qbase + RM + n, Pi)
 
-    INTERPRET = type(outer_fwd_kernel).__name__ == "InterpretedFunction"  # decided at import
-else:
-    INTERPRET = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Launch wrappers
+# Launchers (grids, plans, launch settings from kernels.launch) and the autograd Function
 # ---------------------------------------------------------------------------------------------------------------
-
-_PLANS: dict = {}
-
-
-_planes = kconv._planes  # complex (a, b) → fp32 (2, a, b) re/im planes on device
-
-
-def _plan(N: int, device: torch.device):
-    """Tables for N: outer F0/√N0 (2, N0, N0), twiddle (2, N0, M); inner F_M1/√M1, F_M2/√M2, twiddle(M1, M2);
-    "nat" (N/2 + 1,) and "mirror" (N/2 + 1,): for natural frequencies 0 … N/2, the stored slot (in the (R·M) layout
-    of the outer rows f0 ≤ N0/2) holding it, or holding −f, whose conjugate it is (mirror = True)."""
-    key = (N, str(device))
-    if key not in _PLANS:
-        N0, M1, M2 = three_pass_sizes(N)
-        M, R = M1 * M2, N0 // 2 + 1
-        slot = torch.argsort(butterfly.permuted_order((N0, M1, M2)))  # natural frequency → slot f0·M + j
-        f = torch.arange(N // 2 + 1)
-        mirror = (f % N0) >= R  # outer row f mod N0 is not stored: use −f
-        nat = torch.where(mirror, slot[(-f) % N], slot[f])  # < R·M: stored rows come first
-        _PLANS[key] = {
-            "dft0": _planes(butterfly.dft_matrix(N0) / math.sqrt(N0), device),
-            "tw0": _planes(butterfly.twiddle(N0, M), device),
-            "dft1": _planes(butterfly.dft_matrix(M1) / math.sqrt(M1), device),
-            "dft2": _planes(butterfly.dft_matrix(M2) / math.sqrt(M2), device),
-            "tw1": _planes(butterfly.twiddle(M1, M2), device),
-            "nat": nat.to(device), "mirror": mirror.to(device),
-        }
-    return _PLANS[key]
-
-
-def k_f_planes_three_pass(k: torch.Tensor, N: int) -> torch.Tensor:
-    """k (H, Lk) fp32 → (H, 2, N) fp32: re/im of k's N-point FFT in the permuted order of (N0, M1, M2)."""
-    k_f = butterfly.k_f_permuted(k, N, three_pass_sizes(N))  # (H, N) complex64
-    return torch.stack([k_f.real, k_f.imag], dim=1).contiguous()  # (H, 2, N)
-
-
-def _outer_blocks(N0: int) -> dict:
-    """Column block BM and K chunk KB of the outer passes (tile (N0, BM) fp32 accumulators)."""
-    BM = 64 if N0 <= 32 else (32 if N0 <= 64 else 16)
-    KB = min(N0, 64 if N0 <= 64 else 32)
-    return {"BM": BM, "KB": KB, "num_warps": 4 if N0 <= 32 else 8, "num_stages": 1}
-
 
 def _pass1(x, gate, N, dtype, w=None, dgate=None):
     """(B, H, 2, R·M) fp32 outer-pass spectrum (stored rows f0 ≤ N0/2) of gate ⊙ x (B, H, L), row by row; also
@@ -458,14 +337,14 @@ def _pass1(x, gate, N, dtype, w=None, dgate=None):
     B, H, L = x.shape
     N0, M1, M2 = three_pass_sizes(N)
     M, R = M1 * M2, N0 // 2 + 1
-    plan = _plan(N, x.device)
+    plan = get_plan(N, x.device)
     z = torch.empty(B, H, 2, R * M, device=x.device, dtype=torch.float32)  # (B, H, 2, R·M)
-    opts = _outer_blocks(N0)
+    opts = outer_blocks(N0)
     n_mblocks = M // opts["BM"]
-    kconv.launch(outer_fwd_kernel, (B * H * n_mblocks,),
+    launch(outer_fwd_kernel, (B * H * n_mblocks,),
                  (x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z,
                   plan["dft0"], plan["tw0"], B, H, L, n_mblocks),
-                 dict(N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **kconv._dot_args(dtype),
+                 dict(N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **dot_args(dtype),
                       **opts), N, "three-pass pass 1")
     return z
 
@@ -475,14 +354,14 @@ def _pass3(z, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
     H = z.shape[1]
     N0, M1, M2 = three_pass_sizes(N)
     M = M1 * M2
-    plan = _plan(N, z.device)
-    opts = _outer_blocks(N0)
+    plan = get_plan(N, z.device)
+    opts = outer_blocks(N0)
     n_mblocks = M // opts["BM"]
-    kconv.launch(outer_adj_kernel, (B * H * n_mblocks,),
+    launch(outer_adj_kernel, (B * H * n_mblocks,),
                  (z, plan["dft0"], plan["tw0"], out1, out1 if gate1 is None else gate1,
                   out1 if out2 is None else out2, out1 if gate2 is None else gate2, B, H, L, n_mblocks),
                  dict(N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None,
-                      HAS_GATE2=gate2 is not None, **kconv._dot_args(dtype or out1.dtype), **opts),
+                      HAS_GATE2=gate2 is not None, **dot_args(dtype or out1.dtype), **opts),
                  N, "three-pass pass 3")
 
 
@@ -492,11 +371,11 @@ def _pass2(z, k_f, N, like, rows_per_prog=None):
     B, H = z.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
     R = N0 // 2 + 1
-    plan = _plan(N, z.device)
-    n_chunks, rpp = kconv._chunks(B, H * R, z.device, rows_per_prog)
-    kconv.launch(inner_conv_kernel, (H * R * n_chunks,),
+    plan = get_plan(N, z.device)
+    n_chunks, rpp = chunks(B, H * R, z.device, rows_per_prog)
+    launch(inner_conv_kernel, (H * R * n_chunks,),
                  (z, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like, B, H, n_chunks, rpp),
-                 dict(N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), **kconv._launch_opts(M1 * M2, "fwd")),
+                 dict(N0=N0, M1=M1, M2=M2, **dot_args(like.dtype), **launch_opts(M1 * M2, "fwd")),
                  N, "three-pass pass 2")
 
 
@@ -505,22 +384,22 @@ def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, rows_per_prog=Non
     B, H = g.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
     R = N0 // 2 + 1
-    plan = _plan(N, g.device)
-    n_chunks, rpp = kconv._chunks(B, H * R, g.device, rows_per_prog)
+    plan = get_plan(N, g.device)
+    n_chunks, rpp = chunks(B, H * R, g.device, rows_per_prog)
     q = (torch.empty(n_chunks, H, 2, R * M1 * M2, device=g.device, dtype=torch.float32) if need_dk  # (C, H, 2, R·M)
          else g.new_empty(0))
-    kconv.launch(inner_conv_bwd_kernel, (H * R * n_chunks,),
+    launch(inner_conv_bwd_kernel, (H * R * n_chunks,),
                  (g, g if v is None else v, q, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
                   B, H, n_chunks, rpp),
-                 dict(N0=N0, M1=M1, M2=M2, **kconv._dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
-                      **kconv._launch_opts(M1 * M2, "bwd")), N, "three-pass pass 2 (backward)")
+                 dict(N0=N0, M1=M1, M2=M2, **dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
+                      **launch_opts(M1 * M2, "bwd")), N, "three-pass pass 2 (backward)")
     return q.sum(0) if need_dk else None  # (H, 2, R·M)
 
 
 def _dk_from_spectrum(q: torch.Tensor, N: int, Lk: int) -> torch.Tensor:
     """dk (H, Lk) = Re(N·ifft(q))[:Lk] from q (H, 2, R·M) fp32, the stored rows f0 ≤ N0/2 of a Hermitian spectrum
     in permuted order: frequencies 0 … N/2 are gathered (conjugated where only −f is stored), then irfft."""
-    plan = _plan(N, q.device)
+    plan = get_plan(N, q.device)
     qc = torch.complex(q[:, 0], q[:, 1])[:, plan["nat"]]  # (H, N/2 + 1) natural order
     qc = torch.where(plan["mirror"], qc.conj(), qc)
     return torch.fft.irfft(qc, n=N, norm="forward")[:, :Lk].contiguous()  # (H, Lk) fp32
@@ -564,7 +443,7 @@ class ThreePassFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, k, pregate, postgate, N):
-        k_f = k_f_planes_three_pass(k, N)  # (H, 2, N) fp32, once per call
+        k_f = k_f_planes_full(k, N, three_pass_sizes(N))  # (H, 2, N) fp32, once per call
         save_w = postgate is not None and ctx.needs_input_grad[3]
         y, w = _fwd(u, k_f, N, pregate, postgate, save_w=save_w)
         ctx.save_for_backward(u, k_f, pregate, postgate, w)
@@ -580,29 +459,3 @@ class ThreePassFn(torch.autograd.Function):
                                    need_dk=need_dk, need_dpre=need_dpre and pregate is not None,
                                    need_dpost=need_dpost and postgate is not None)
         return du, dk, dpre, dpost, None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def three_pass_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torch.Tensor | None = None,
-                    postgate: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
-    """y (B, H, L) = postgate ⊙ first L of the N-point circular convolution of zero-padded pregate ⊙ u and k (H, Lk).
-
-    N (the FFT size, 8192 … 2^20) = N0·M: L, Lk ≤ N/2 gives the causal linear convolution, L = N the circular one.
-    u and gates fp32/fp16/bf16 (same dtype), k fp32; y in u's dtype; differentiable in u, k and the gates (both
-    gates or neither, as kernels.conv.check_inputs requires). backend: "auto" (Triton on CUDA, or on CPU under
-    TRITON_INTERPRET=1), "triton", "reference".
-    """
-    check_inputs_three_pass(u, k, N, pregate, postgate)
-    if backend not in kconv.BACKENDS:
-        raise ValueError(f"backend={backend!r}: use one of {kconv.BACKENDS}")
-    can_triton = HAS_TRITON and (u.is_cuda or (u.device.type == "cpu" and INTERPRET))
-    if backend == "triton" and not can_triton:
-        raise ValueError("backend='triton' needs Triton and a CUDA tensor, or CPU tensors with TRITON_INTERPRET=1 "
-                         "set before `import kernels`; use backend='reference' or 'auto' otherwise")
-    if backend == "reference" or not can_triton or u.numel() == 0 or k.numel() == 0:
-        return three_pass_reference(u, k, N, pregate, postgate)
-    return ThreePassFn.apply(u, k, pregate, postgate, N)

@@ -1,5 +1,10 @@
 """lconv: long convolutions for sequence modelling, the shared package of the workbook.
 
+Imports run one way, bottom to top (tests/test_house.py reads the graph): the references and leaves (conv,
+butterfly, regularize, paper, results, data) → kernels/ (Triton; it imports only those) → backend (the one lazy door
+to kernels) → layers → learned_butterfly, mixers, monarch → models → inspect, train → experiments/ (one module per
+notebook) → record, regime, cli, workbook (entry points) → the notebooks.
+
 Every name below is imported lazily from the module that defines it, so `import lconv` is cheap and
 works on machines where optional pieces (Triton, torchvision) are missing.
 """
@@ -12,8 +17,8 @@ _EXPORTS = {
     # regularize.py
     "squash": "regularize", "smooth": "regularize", "smooth_freq": "regularize", "kernel_dropout": "regularize",
     # layers.py
-    "LongConvKernel": "layers", "S4DKernel": "layers", "LongConv": "layers", "optimizer_groups": "layers",
-    "make_optimizer": "layers",
+    "LongConvKernel": "layers", "S4DKernel": "layers", "LongConv": "layers", "optimizer_groups": "train",
+    "make_optimizer": "train",
     # inspect.py
     "sparsity": "inspect", "total_variation": "inspect", "high_freq_energy": "inspect", "spectrum": "inspect",
     "spectral_total_variation": "inspect",
@@ -23,7 +28,7 @@ _EXPORTS = {
     "SequenceClassifier": "models", "CausalLM": "models", "count_params": "models", "evaluate": "train",
     # learned_butterfly.py
     "LearnedButterfly": "learned_butterfly", "LearnedButterflyLongConv": "learned_butterfly",
-    "learned_butterfly_conv": "learned_butterfly", "use_learned_butterfly": "learned_butterfly",
+    "learned_butterfly_conv": "butterfly", "use_learned_butterfly": "learned_butterfly",
     # monarch.py
     "MonarchLinear": "monarch", "MonarchMLP": "monarch", "parameter_savings": "monarch",
     # data/

@@ -30,12 +30,18 @@ packed pair, every row on its own. `real_butterfly_conv` is the fp32/fp64 PyTorc
 fused Triton kernel in `kernels/` runs (same factors, same unitary scaling 1/√N_i per factor, same k_f layout,
 `k_f_half`); `butterfly_conv` is the packed-pair version, kept as the textbook form. Every step is checked against
 torch.fft in tests/test_butterfly.py and tests/test_kernels.py.
+
+This module holds every algorithm reference the kernels in kernels/ must equal: the fixed fused kernel
+(`real_butterfly_conv`), the learned-Butterfly kernel (`learned_transform`, `learned_butterfly_conv`; maths in
+lconv.learned_butterfly's docstring) and the three-pass kernel (`three_pass_sizes`, `three_pass_reference`; maths in
+kernels/three_pass.py's docstring).
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def dft_matrix(N: int, inverse: bool = False, dtype=torch.complex128, device=None) -> torch.Tensor:
@@ -253,4 +259,159 @@ def real_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int) -> torch.Tenso
     Zp = (Y_lo + Y_hi) / 2 + 1j * tab["omega"].conj() * (Y_lo - Y_hi) / 2  # spectrum of y[2m] + i·y[2m+1]
     zp = monarch_ifft(Zp, sizes, permuted=True, norm="ortho")  # (B, H, M)
     y = torch.stack([zp.real, zp.imag], dim=-1).reshape(B, H, N)[..., :L]  # (B, H, L)
+    return y.to(u.dtype)
+
+
+# ---------------------------------------------------------------- the learned Butterfly transform (claim 9)
+# T(u) = ((dft1 @ A) ⊙ twiddle) @ dft2 with free complex blocks (lconv.learned_butterfly's docstring has the maths);
+# u's transform is learned, k's spectrum and the inverse stay exact. The reference the learned Triton kernels equal.
+
+def check_learned_blocks(dft1, dft2, N, H):
+    """Raise ValueError unless dft1, dft2 are complex (N1, N1)/(H, N1, N1) and (N2, N2)/(H, N2, N2)."""
+    N1, N2 = default_sizes(N)
+    for name, d, n in (("dft1", dft1, N1), ("dft2", dft2, N2)):
+        if not isinstance(d, torch.Tensor) or not d.is_complex():
+            got = d.dtype if isinstance(d, torch.Tensor) else type(d).__name__
+            raise ValueError(f"{name} must be a complex tensor ({n}, {n}) or (H, {n}, {n}), got {got}; "
+                             f"real (re, im) pairs: pass torch.view_as_complex({name})")
+        if d.shape[-2:] != (n, n) or d.dim() not in (2, 3) or (d.dim() == 3 and H is not None and d.shape[0] != H):
+            raise ValueError(f"{name} must be ({n}, {n}) or (H={H}, {n}, {n}) for N={N} = {N1}·{N2} "
+                             f"(lconv.butterfly.default_sizes), got shape {tuple(d.shape)}")
+
+
+def learned_transform(x: torch.Tensor, N: int, dft1: torch.Tensor, dft2: torch.Tensor,
+                      permuted: bool = False) -> torch.Tensor:
+    """T(x) over the last dim: complex (..., H, N) → (..., H, N), natural frequency order (or the kernel's permuted).
+
+    T(x) = ((dft1 @ A) ⊙ twiddle) @ dft2 with A[n1, n2] = x[N2·n1 + n2]; the DFT when the blocks are DFT matrices.
+    """
+    N1, N2 = default_sizes(N)
+    if x.shape[-1] != N:
+        raise ValueError(f"learned_transform: last dim must be N={N}, got {tuple(x.shape)}; zero-pad x to N")
+    check_learned_blocks(dft1, dft2, N, x.shape[-2] if x.dim() >= 2 else None)
+    cdt = x.dtype if x.is_complex() else (torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+    x = x.to(cdt)
+    A = x.reshape(*x.shape[:-1], N1, N2)  # (..., H, N1, N2)
+    C = (dft1.to(cdt) @ A) * twiddle(N1, N2, dtype=cdt, device=x.device)  # (..., H, N1, N2): learned N1-point blocks
+    Z = (C @ dft2.to(cdt)).reshape(x.shape)  # (..., H, N): position f1·N2 + f2 holds frequency f1 + N1·f2
+    if permuted:
+        return Z
+    return Z[..., torch.argsort(permuted_order((N1, N2))).to(x.device)]  # (..., H, N) natural order
+
+
+def learned_transform_matrix(N: int, dft1: torch.Tensor, dft2: torch.Tensor) -> torch.Tensor:
+    """T as an explicit matrix M (N, N) or (H, N, N), natural order: T(x) = M @ x. Built entry by entry from the blocks.
+
+    M[f1 + N1·f2, N2·n1 + n2] = dft2[n2, f2] · twiddle[f1, n2] · dft1[f1, n1] (the naive dense reference of the tests).
+    """
+    N1, N2 = default_sizes(N)
+    check_learned_blocks(dft1, dft2, N, None)
+    cdt = torch.promote_types(dft1.dtype, dft2.dtype)
+    tw = twiddle(N1, N2, dtype=cdt, device=dft1.device)  # (N1, N2)
+    M = torch.einsum("...ai,ab,...bc->...caib", dft1.to(cdt), tw, dft2.to(cdt))  # (..., f2, f1, n1, n2)
+    return M.reshape(*M.shape[:-4], N, N)  # rows f2·N1 + f1 = f1 + N1·f2 (natural), columns N2·n1 + n2
+
+
+def check_learned_conv_inputs(u, k, N):
+    """Raise ValueError unless u (B, H, L) real, k (H, Lk) or (C, H, Lk) real, L, Lk ≤ N, same device."""
+    if not isinstance(N, int):
+        raise ValueError(f"N must be an int (the FFT size, a power of two ≥ 4), got {N!r}")
+    default_sizes(N)  # ValueError unless N is a power of two ≥ 4
+    if not isinstance(u, torch.Tensor) or u.dim() != 3 or not u.is_floating_point():
+        raise ValueError(f"u must be a real floating tensor (B, H, L), got "
+                         f"{tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__}")
+    if not isinstance(k, torch.Tensor) or k.dim() not in (2, 3) or not k.is_floating_point():
+        raise ValueError("k must be a real floating tensor (H, Lk) or (C, H, Lk)")
+    if k.shape[-2] != u.shape[1]:
+        raise ValueError(f"k has {k.shape[-2]} channels but u has H={u.shape[1]}: pass k as (H, Lk) or (C, H, Lk)")
+    if u.shape[-1] > N or k.shape[-1] > N:
+        raise ValueError(f"L={u.shape[-1]} and Lk={k.shape[-1]} must be ≤ N={N}; pick N ≥ L + Lk (a power of two) "
+                         "for a causal convolution without wrap-around")
+    if u.device != k.device:
+        raise ValueError(f"u is on {u.device} and k on {k.device}: move both to the same device")
+
+
+def learned_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, dft1: torch.Tensor,
+                           dft2: torch.Tensor) -> torch.Tensor:
+    """y = Re(ifft(T(u) ⊙ fft(k)))[..., :L] with T the learned Butterfly transform (module docstring), the reference.
+
+    u (B, H, L); k (H, Lk) → y (B, H, L), or k (C, H, Lk) → y (B, C, H, L). N is the FFT size (power of two ≥ 4;
+    L, Lk ≤ N/2 gives the causal linear convolution at DFT blocks). dft1 complex (N1, N1) or (H, N1, N1), dft2
+    (N2, N2) or (H, N2, N2), unnormalised (== lconv.butterfly.dft_matrix at init). Computes in fp32 (fp64 for fp64
+    u); returns u's dtype; differentiable in u, k, dft1, dft2.
+    """
+    check_learned_conv_inputs(u, k, N)
+    check_learned_blocks(dft1, dft2, N, u.shape[1])
+    if dft1.device != u.device or dft2.device != u.device:
+        raise ValueError(f"dft1/dft2 are on {dft1.device}/{dft2.device} but u on {u.device}: move them to u's device")
+    rdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
+    B, H, L = u.shape
+    N1, N2 = default_sizes(N)
+    # learned_transform(u_pad), specialised to a real, zero-padded input: only the first ⌈L/N2⌉ rows of A are
+    # nonzero and real, so the first stage is two real matmuls over those rows
+    rows = -(-L // N2)
+    A = F.pad(u.to(rdt), (0, rows * N2 - L)).reshape(B, H, rows, N2)  # (B, H, rows, N2) real
+    dft1 = dft1.to(cdt)[..., :rows]  # (…, N1, rows)
+    C = torch.complex(dft1.real @ A, dft1.imag @ A) * twiddle(N1, N2, dtype=cdt, device=u.device)  # (B, H, N1, N2)
+    Z = (C @ dft2.to(cdt)).reshape(B, H, N)  # (B, H, N) permuted order f1·N2 + f2
+    Z = Z[..., torch.argsort(permuted_order((N1, N2))).to(u.device)]  # (B, H, N) natural order
+    k_f = torch.fft.fft(k.to(rdt), n=N)  # (H, N) or (C, H, N): exact spectrum of k
+    Y = Z * k_f if k.dim() == 2 else Z[:, None] * k_f  # (B, H, N) or (B, C, H, N)
+    return torch.fft.ifft(Y, n=N).real[..., :L].to(u.dtype)  # (B, [C,] H, L): exact inverse, real part
+
+
+# ---------------------------------------------------------------- the three-pass algorithm (N = 8192 … 2^20)
+# One more Cooley–Tukey level across M-strided rows: N = N0·M with M ≤ MAX_INNER on chip (kernels/three_pass.py's
+# docstring has the maths); `three_pass_reference` is the PyTorch reference kernels.three_pass equals.
+
+THREE_PASS_N = tuple(1 << e for e in range(13, 21))  # 8192 … 2^20
+MAX_INNER = 4096  # the largest M the fused inner convolution holds on chip
+
+
+def three_pass_sizes(N: int) -> tuple[int, int, int]:
+    """(N0, M1, M2) with N = N0·M1·M2: M = M1·M2 = min(4096, N/16) on chip, N0 ≥ 16 across the strided rows."""
+    check_seqlen_three_pass(N)
+    M = min(MAX_INNER, N // 16)
+    return (N // M, *default_sizes(M))
+
+
+def check_seqlen_three_pass(N) -> int:
+    """N must be one of THREE_PASS_N (the FFT size, not the input length)."""
+    if not isinstance(N, int) or N not in THREE_PASS_N:
+        raise ValueError(f"FFT size N={N!r} is not supported by the three-pass kernel; supported N (the FFT size, "
+                         f"≥ 2·L for a causal convolution): {list(THREE_PASS_N)}; N ≤ 4096 uses the fused kernel")
+    return N
+
+
+def three_pass_reference(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgate=None) -> torch.Tensor:
+    """postgate ⊙ (first L of the N-point circular conv of zero-padded pregate ⊙ u and k), by the three passes.
+
+    u (B, H, L), k (H, Lk), L, Lk ≤ N (any N = N0·M with a power-of-two M ≥ 16; sizes from three_pass_sizes when N
+    is a three-pass size, else (16, default_sizes(N/16))). Row by row, outer rows 0 … N0/2 only (module docstring).
+    Differentiable; returns u's dtype.
+    """
+    N0, M1, M2 = three_pass_sizes(N) if N in THREE_PASS_N else (16, *default_sizes(N // 16))
+    M, R = M1 * M2, N0 // 2 + 1
+    B, H, L = u.shape
+    if L > N or k.shape[-1] > N:
+        raise ValueError(f"L={L} and Lk={k.shape[-1]} must be ≤ N={N}")
+    rdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    cdt = torch.complex128 if rdt == torch.float64 else torch.complex64
+    v = u.to(rdt) if pregate is None else u.to(rdt) * pregate.to(rdt)  # (B, H, L)
+    x = torch.cat([v, v.new_zeros(B, H, N - L)], dim=-1).reshape(B, H, N0, M)  # (B, H, N0, M): zero padding
+    F0 = dft_matrix(N0, dtype=cdt, device=u.device) / math.sqrt(N0)  # (N0, N0) unitary, symmetric
+    tw = twiddle(N0, M, dtype=cdt, device=u.device)[:R]  # (R, M)
+    # pass 1: N0-point DFT across the M-strided rows, rows f0 ≤ N0/2 only, then twiddles
+    C = (F0[:R] @ x.to(cdt)) * tw  # (B, H, R, M)
+    # pass 2: R independent inner FFT convolutions, row f0 with its own segment of k_f
+    k_f = k_f_permuted(k.to(rdt), N, (N0, M1, M2)).reshape(H, N0, M)[:, :R]  # (H, R, M) permuted order
+    Z = monarch_fft(C, (M1, M2), permuted=True, norm="ortho")  # (B, H, R, M)
+    D = monarch_ifft(Z * k_f, (M1, M2), permuted=True, norm="ortho")  # (B, H, R, M)
+    # pass 3: back across the rows; rows R … N0−1 are the conjugates of rows N0/2−1 … 1
+    T = D * tw.conj()  # (B, H, R, M)
+    T = torch.cat([T, T[..., 1:N0 - R + 1, :].flip(-2).conj()], dim=-2)  # (B, H, N0, M)
+    y = (F0.conj() @ T).real.reshape(B, H, N)[..., :L]  # (B, H, L)
+    if postgate is not None:
+        y = y * postgate.to(rdt)
     return y.to(u.dtype)

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from lconv.data import get_task
+from lconv.data import PROFILES, get_task
 from lconv.models import CausalLM, SequenceClassifier
 from lconv.train import train
 
@@ -38,7 +38,7 @@ def build(task, args) -> torch.nn.Module:
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, help="a lconv.data task name, e.g. smnist, listops, kjv, lra_listops")
-    p.add_argument("--profile", default="quick", choices=("smoke", "quick", "full"), help="task size")
+    p.add_argument("--profile", default="quick", choices=PROFILES, help="task size")
     p.add_argument("--mixer", default="longconv", help="longconv | s4d | h3 | h3conv | attention")
     p.add_argument("--mixer-kw", default="{}", help='JSON of mixer options, e.g. \'{"smooth_window": 7}\'')
     p.add_argument("--lam", type=float, default=None, help="Squash threshold λ for long-conv kernels")

@@ -105,9 +105,18 @@ def bidirectional_kernel(k_fwd, k_bwd):
     return torch.cat([k_bwd[..., :-1].flip(-1), k_fwd], dim=-1)  # (..., 2L − 1)
 
 
-def fft_size(L, Lk):
-    """Smallest power of two n ≥ L + Lk − 1: the circular convolution of size n then has no wrap-around."""
-    return 1 << (L + Lk - 2).bit_length()
+# The backend vocabulary of every long convolution (lconv.backend, kernels): "torch" = the PyTorch reference,
+# "triton" = the kernels in kernels/ (a GPU, or CPU tensors under TRITON_INTERPRET=1), "auto" = Triton where it runs.
+BACKENDS = ("auto", "torch", "triton")
+TRITON_MIN_N = 256  # the smallest FFT size of the fused Triton kernel (kernels.launch.FUSED_N[0])
+
+
+def fft_size(L, Lk=None, *, backend="torch", minimum=1):
+    """The FFT size rule: the smallest power of two n ≥ L + Lk − 1 (Lk defaults to L: a causal convolution of length L,
+    n = 2·next_pow2(L)), so the circular convolution of size n has no wrap-around; at least TRITON_MIN_N where Triton
+    may run (backend "auto" or "triton"), and at least `minimum`."""
+    n = 1 << (L + (L if Lk is None else Lk) - 2).bit_length()
+    return max(n, minimum, TRITON_MIN_N if backend != "torch" else 1)
 
 
 class _FFTConv(torch.autograd.Function):

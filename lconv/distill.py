@@ -46,7 +46,7 @@ meets the tolerance with one state fewer failing).
     from lconv.distill import distill, distill_lm
     fit = distill(k, tol=0.05)                  # k (H, L) or (C, H, L): fit.order, fit.error, fit.ssm
     rec, table = distill_lm(model, tol=0.05)    # a CausalLM whose H3 layers run as recurrences; per-kernel table
-    lconv.lm.generate(rec, prompt, 200, cache=True)   # prefill by convolution, then one state update per token
+    lconv.models.generate(rec, prompt, 200, cache=True)   # prefill by convolution, then one state update per token
 
 `DiagonalSSM` runs a fitted bank as a convolution (its kernel through lconv.conv.fft_conv) and as a recurrence
 (`step`, `recurrence`) with the same outputs; `RecurrentH3` is H3 / H3-Conv with both kernels replaced by them.
@@ -857,7 +857,7 @@ def generation_speed(model, lengths, *, cached, n_tokens=8, seed=0):
     cached=True: `model.prefill` of a random prompt of L tokens (timed as prefill_s), then `n_tokens` greedy
     `model.step` calls, each timed (recurrent layers: one state update; attention: one query against the KV cache).
     cached=False: `n_tokens` full forward passes over contexts of L … L + n_tokens − 1 tokens, what
-    lconv.lm.generate(cache=False) does per token (a long convolution: an FFT over the whole prefix). The
+    lconv.models.generate(cache=False) does per token (a long convolution: an FFT over the whole prefix). The
     per-token time is the median of the n_tokens timings (robust to other jobs on a shared CPU); batch size 1.
     Needs L + n_tokens ≤ model.l_max + 1. The weights' values do not change the time, only the shapes do.
     """
@@ -910,7 +910,7 @@ def generation_speed(model, lengths, *, cached, n_tokens=8, seed=0):
 def speed_statement(table):
     """Sentence from a generation_speed table with a `method` column: tokens/s at the longest L per method, the
     ratios to the fastest, and each method's fitted slope of log(seconds per token) against log L."""
-    from lconv.experiments import loglog_slope
+    from lconv.experiments.long_convs import loglog_slope
 
     if table.empty or not {"method", "L", "seconds_per_token", "tokens_per_s"} <= set(table.columns):
         raise ValueError("speed_statement: pass generation_speed rows with a 'method' column")

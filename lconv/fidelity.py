@@ -1,6 +1,7 @@
 r"""Our notebook settings against the official ones, knob by knob: which values of ours differ from the paper's code.
 
-    from lconv.experiments import SQUASH_SMOOTH, settings, task_settings
+    from lconv.experiments import settings
+    from lconv.experiments.squash_smooth import SQUASH_SMOOTH, task_settings
     from lconv.fidelity import fidelity_table, ours_knobs
     train, _, kernel = task_settings(settings(SQUASH_SMOOTH, "full"), "cifar_gray")
     fidelity_table("lra_cifar", {"full (cifar_gray)": ours_knobs(train, kernel, n_train=45_000)})
@@ -101,7 +102,8 @@ def ours_knobs(train: dict, kernel: dict, *, n_train: int | None = None) -> dict
     epochs = steps·batch_size/n_train (a float), else None. Raises ValueError for a missing required key or a key
     neither function accepts (a typo would otherwise fall back to a default silently).
     """
-    from lconv.experiments import compare, squash_smooth_variants
+    from lconv.experiments import compare
+    from lconv.experiments.squash_smooth import squash_smooth_variants
     from lconv.layers import LongConvKernel, optim_tag
 
     train_ok = set(_defaults(compare)) | set(_TRAIN_REQUIRED)
@@ -169,7 +171,8 @@ def audit(profile: str = "quick"):
     """Notebook 02's fidelity table: the official LRA Image run (grayscale sCIFAR, the closest official run to
     sequential Fashion-MNIST) against our `profile`'s smnist settings, the regime study's two kernel learning rates,
     and the full profile's cifar_gray; one row per knob with `differs` and `why` (REASONS; "" when equal)."""
-    from lconv.experiments import SQUASH_SMOOTH, settings, task_settings
+    from lconv.experiments import settings
+    from lconv.experiments.squash_smooth import SQUASH_SMOOTH, task_settings
     from lconv.regime import CELLS, plan
 
     train, _, kernel = task_settings(settings(SQUASH_SMOOTH, profile), next(iter(settings(SQUASH_SMOOTH, profile)["tasks"])))

@@ -5,6 +5,8 @@ over every tap of every channel (computed in fp64 on the CPU, without gradients)
 """
 import torch
 
+from lconv.layers import LongConvKernel, S4DKernel
+
 
 def _as_kernel(k, who):
     """Detached fp64 CPU copy of k with a non-empty last (time) dim."""
@@ -105,3 +107,45 @@ def plot_kernels(kernels, channels=(0,), ax=None, max_taps=None):
             ax[row, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- the kernels inside a model
+
+def kernel_modules(model):
+    """The model's convolution-kernel modules (LongConvKernel, S4DKernel), in layer order."""
+    return [m for m in model.modules() if isinstance(m, (LongConvKernel, S4DKernel))]
+
+
+@torch.no_grad()
+def learned_kernels(model):
+    """The regularised kernels every layer applies at evaluation (no dropout): (n_layers, C, H, L) on the CPU."""
+    mods = kernel_modules(model)
+    if not mods:
+        raise ValueError("learned_kernels: the model has no LongConvKernel/S4DKernel (is its mixer a long conv?)")
+    states = [m.training for m in mods]
+    try:
+        for m in mods:
+            m.eval()
+        return torch.stack([m().detach().float().cpu() for m in mods])  # (n_layers, C, H, L)
+    finally:
+        for m, s in zip(mods, states):
+            m.train(s)
+
+
+def trainable_fraction(model):
+    """Share of stored long-kernel entries above λ (Squash gives the others zero gradient); NaN without Squash.
+
+    With Smooth before Squash the zero-gradient mask is on smooth(K), not K, so there the share is indicative only.
+    """
+    mods = [m for m in kernel_modules(model) if isinstance(m, LongConvKernel)]
+    if not mods or all(m.lam == 0 for m in mods):
+        return float("nan")
+    n = sum(m.raw.numel() for m in mods)
+    return sum(m.trainable_fraction() * m.raw.numel() for m in mods) / n
+
+
+def kernel_metrics(k, cutoff=0.5):
+    """Sparsity (share of exact zeros); smoothness in time: total variation (≈ 1.4 white noise, → 0 smooth) and
+    high-frequency share; smoothness in frequency: spectral total variation (≈ 0.46 white noise, → 0 smooth)."""
+    return {"sparsity": sparsity(k), "total_variation": total_variation(k),
+            "high_freq_energy": high_freq_energy(k, cutoff), "spectral_tv": spectral_total_variation(k)}

@@ -1,8 +1,10 @@
-"""Long-convolution layers: kernel parameters (random / exp-decay init, S4D), LongConv, per-parameter LR groups.
+"""Long-convolution layers: kernel parameters (random / exp-decay init, S4D), LongConv, the per-parameter LR tag.
 
 The layer follows the official code (HazyResearch/safari, `long_conv.py`): a kernel K of shape (C, H, L) is
 regularised on every forward pass, k = dropout(squash(smooth(K))), convolved with the input by a zero-padded FFT,
 a skip u·D is added, the C channels are flattened and mixed by GELU → dropout → Linear(C·H → 2H) → GLU.
+The convolution is lconv.conv.fft_conv, or the Triton kernels through lconv.backend (backend="triton" | "auto");
+`register_param` tags a parameter with its own learning rate, which lconv.train's optimizer_groups reads.
 """
 import math
 import warnings
@@ -11,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lconv.conv import bidirectional_kernel, fft_conv
+from lconv import backend as backend_door
+from lconv.conv import bidirectional_kernel, fft_conv, fft_size
 from lconv.regularize import kernel_dropout, smooth, smooth_freq, squash
 
 
@@ -190,28 +193,13 @@ class S4DKernel(nn.Module):
         return f"H={self.H}, L={self.L}, channels={self.channels}, d_state={self.d_state}, init={self.init!r}"
 
 
-_BACKENDS = ("torch", "triton", "auto")
-
-
-def _import_flash_butterfly():
-    """Import kernels.FlashButterflyConv lazily; raise a clear error where Triton or the kernel is missing."""
-    try:
-        from kernels import FlashButterflyConv
-    except Exception as exc:  # ImportError, or Triton failing to initialise
-        raise ImportError("LongConv(backend='triton') needs `kernels.FlashButterflyConv` (Triton + a GPU); "
-                          f"importing it failed with {type(exc).__name__}: {exc}. "
-                          "Use backend='torch' (or 'auto' to fall back automatically).") from exc
-    return FlashButterflyConv
-
-
 class LongConv(nn.Module):
     """Long-convolution sequence mixer: u (B, L, H) → y (B, L, H)."""
 
     def __init__(self, d_model, l_max, channels=1, bidirectional=False, kernel="long", dropout=0.0,
                  backend="torch", **kernel_kwargs):
         super().__init__()
-        if backend not in _BACKENDS:
-            raise ValueError(f"LongConv: backend must be one of {_BACKENDS}, got {backend!r}")
+        backend_door.check_backend(backend, "LongConv")
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(f"LongConv: channels must be a positive int, got {channels!r}")
         self.H, self.l_max, self.channels = d_model, l_max, channels
@@ -226,48 +214,17 @@ class LongConv(nn.Module):
         self.D = nn.Parameter(torch.randn(channels, d_model))  # (C, H) skip
         self.dropout = nn.Dropout(dropout)
         self.output_linear = nn.Linear(channels * d_model, 2 * d_model)
-        self._flash = {}  # (N, dtype, device) → FlashButterflyConv, built on first use, not part of state_dict
         if backend == "triton":
-            _import_flash_butterfly()  # fail at construction, not in the middle of training
-
-    def _triton_supported(self, u):
-        """Whether the Triton path can run this input (causal, CUDA, the kernel module builds for its size)."""
-        if self.bidirectional or not u.is_cuda:
-            return False
-        try:
-            self._flash_module(u)
-        except (ImportError, ValueError, NotImplementedError, TypeError, RuntimeError):
-            return False
-        return True
-
-    def _flash_module(self, u):
-        """FlashButterflyConv for FFT size N = max(256, 2·next_pow2(L)) (causal: L ≤ N/2, zero padding implicit)."""
-        L = u.shape[-1]
-        N = max(256, 2 * (1 << (L - 1).bit_length()))
-        key = (N, u.dtype, u.device)
-        if key not in self._flash:
-            FlashButterflyConv = _import_flash_butterfly()
-            self._flash[key] = FlashButterflyConv(N, u.dtype).to(u.device)
-        return self._flash[key], N
-
-    def _conv_triton(self, u, k):
-        """Causal conv through kernels.FlashButterflyConv: u (B, H, L), k (C, H, L) → (B, C, H, L), no skip."""
-        B, H, L = u.shape
-        C = k.shape[0]
-        flash, _ = self._flash_module(u)
-        u_rep = u[:, None].expand(B, C, H, L).reshape(B, C * H, L)  # (B, C·H, L)
-        k_rep = k.reshape(C * H, L).float()  # (C·H, L)
-        y = flash(u_rep.contiguous(), k_rep.contiguous())  # (B, C·H, L)
-        return y.reshape(B, C, H, L).to(u.dtype)  # (B, C, H, L)
+            backend_door.kernels_module("LongConv(backend='triton')")  # fail at construction, not in training
 
     def _convolve(self, u, k):
         """u (B, H, L), k (C or 2C, H, L) → u * k + u·D (B, C, H, L); subclasses swap the transform here."""
-        use_triton = self.backend == "triton" or (self.backend == "auto" and self._triton_supported(u))
-        if use_triton:
-            if self.bidirectional:
-                raise ValueError("LongConv: backend='triton' supports causal convolutions only; "
-                                 "use backend='torch' or 'auto' with bidirectional=True")
-            return self._conv_triton(u, k) + u[:, None] * self.D[None, :, :, None]  # (B, C, H, L)
+        if self.backend == "triton" and self.bidirectional:
+            raise ValueError("LongConv: backend='triton' supports causal convolutions only; "
+                             "use backend='torch' or 'auto' with bidirectional=True")
+        N = fft_size(u.shape[-1], backend=self.backend)  # causal: L ≤ N/2, zero padding implicit
+        if not self.bidirectional and backend_door.use_triton(u, N, self.backend):
+            return backend_door.triton_conv(u, k, N) + u[:, None] * self.D[None, :, :, None]  # (B, C, H, L)
         if self.bidirectional:
             k = bidirectional_kernel(k[: self.channels], k[self.channels:])  # (C, H, 2L − 1)
         if self.channels == 1:  # fft_conv takes one channel as (H, K)
@@ -289,51 +246,3 @@ class LongConv(nn.Module):
     def extra_repr(self):
         return (f"d_model={self.H}, l_max={self.l_max}, channels={self.channels}, "
                 f"bidirectional={self.bidirectional}, backend={self.backend!r}")
-
-
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-
-
-def optimizer_groups(model, lr, weight_decay):
-    """AdamW parameter groups: tagged params (register_param) get their own lr/wd; biases, norms, 1-D params no wd."""
-    decay, no_decay, tagged, seen = [], [], {}, set()
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            optim = optim_tag(module, name)
-            if optim is not None:
-                key = (optim.get("lr", lr), optim.get("weight_decay", 0.0))
-                tagged.setdefault(key, []).append(p)
-            elif (isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()
-                  or p.ndim < 2 or name.endswith("bias")):
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay, "name": "decay"},
-              {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": "no_decay"}]
-    for (g_lr, g_wd), params in tagged.items():
-        groups.append({"params": params, "lr": g_lr, "weight_decay": g_wd, "name": f"tagged(lr={g_lr}, wd={g_wd})"})
-    return [g for g in groups if g["params"]]
-
-
-def cosine_with_warmup(step, warmup_steps, total_steps):
-    """LR multiplier: linear warmup to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model, lr, weight_decay, warmup_steps, total_steps):
-    """(AdamW over optimizer_groups, LambdaLR cosine schedule with linear warmup), stepped once per batch."""
-    if not (isinstance(total_steps, int) and total_steps >= 1):
-        raise ValueError(f"make_optimizer: total_steps must be an int ≥ 1, got {total_steps!r}")
-    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= total_steps):
-        raise ValueError(f"make_optimizer: warmup_steps must be an int in 0..total_steps={total_steps}, "
-                         f"got {warmup_steps!r}")
-    optimizer = torch.optim.AdamW(optimizer_groups(model, lr, weight_decay), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: cosine_with_warmup(step, warmup_steps, total_steps))
-    return optimizer, scheduler

@@ -173,7 +173,6 @@ def _attention(d_model, l_max, dropout=0.0, n_heads=None, **kw):
 
 
 MIXERS = {"longconv": _longconv, "s4d": _s4d, "h3": _h3, "h3conv": _h3conv, "attention": _attention}
-CAUSAL_MIXERS = tuple(MIXERS)  # all are causal unless built with bidirectional=True (longconv, s4d)
 
 
 def make_mixer(name, d_model, l_max, **kw):

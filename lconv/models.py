@@ -5,6 +5,8 @@ by the same around an optional pointwise MLP. The classifier follows the officia
 blocks → mean pooling → linear decoder); the LM follows GPT-2 (token embedding → blocks of mixer + 4× GELU MLP →
 final LayerNorm → head tied to the embedding).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -282,3 +284,77 @@ def _attention_step(attn, x_t, cache, pos):
     K[:, :, pos:pos + 1], V[:, :, pos:pos + 1] = k, v
     y = F.scaled_dot_product_attention(q, K[:, :, :pos + 1], V[:, :, :pos + 1])  # (B, nh, 1, hd)
     return attn.output_linear(y.reshape(B, D)), (K, V)
+
+
+def build_model(task, variant, *, d_model, n_layers, prenorm=False, dropout=0.0, pool="mean", seed=0):
+    """The model factory of the experiments: a SequenceClassifier for `task` with `variant`'s mixer (an
+    lconv.experiments.Variant: .mixer, .kwargs), its parameters drawn from `seed`."""
+    if task.kind != "classify":
+        raise ValueError(f"build_model: task {task.name!r} is a {task.kind!r} task; compare() trains classifiers")
+    torch.manual_seed(seed)
+    return SequenceClassifier(d_input=task.d_input, vocab_size=task.vocab_size, n_classes=task.n_classes,
+                              d_model=d_model, n_layers=n_layers, l_max=task.seq_len, mixer=variant.mixer,
+                              prenorm=prenorm, dropout=dropout, pool=pool, **variant.kwargs)
+
+
+# ---------------------------------------------------------------- sampling (as nanoGPT's model.py)
+
+@torch.no_grad()
+def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0, cache=False):
+    """Append `n` sampled tokens to `prompt_tokens` ((L,) or (B, L) ids) → (L + n,) or (B, L + n).
+
+    Each step feeds the last `model.l_max` tokens, divides the last logits by `temperature` (0 = greedy argmax),
+    keeps the `top_k` largest (None = all) and samples with a generator seeded by `seed`: equal seeds, equal output.
+    cache=True: one `model.prefill` of the prompt, then one `model.step` per token (KV cache for attention, the
+    state for recurrent layers, see CausalLM.prefill); it keeps the whole history, so L + n − 1 ≤ l_max, and gives
+    the tokens the uncached loop gives whenever the two forms compute the same logits.
+    """
+    if not isinstance(prompt_tokens, torch.Tensor) or prompt_tokens.is_floating_point() or \
+            prompt_tokens.ndim not in (1, 2) or prompt_tokens.shape[-1] < 1:
+        raise ValueError("generate: prompt_tokens must be a non-empty integer tensor (L,) or (B, L); encode text "
+                         "with lconv.experiments.language_modeling.encode_bytes")
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"generate: n must be an int ≥ 0, got {n!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"generate: temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
+    V = model.vocab_size
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= V):
+        raise ValueError(f"generate: top_k must be None or an int in 1..{V}, got {top_k!r}")
+    if cache and prompt_tokens.shape[-1] + n - 1 > model.l_max:
+        raise ValueError(f"generate(cache=True): prompt ({prompt_tokens.shape[-1]}) + n ({n}) − 1 tokens exceed "
+                         f"l_max={model.l_max}; the cache keeps the whole history (use cache=False for a sliding "
+                         "window, or a model with a larger l_max)")
+    dev = next(model.parameters()).device
+    squeeze = prompt_tokens.ndim == 1
+    x = prompt_tokens.long().to(dev)
+    x = x[None] if squeeze else x  # (B, L)
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    try:
+        state = None
+        for _ in range(n):
+            if not cache:
+                logits = model(x[:, -model.l_max:])[:, -1]  # (B, V)
+            elif state is None:
+                logits, state = model.prefill(x)
+                logits = logits[:, -1]  # (B, V)
+            else:
+                logits, state = model.step(x[:, -1], state)  # (B, V)
+            x = torch.cat([x, next_token(logits, temperature, top_k, gen)], dim=1)  # (B, L + 1)
+    finally:
+        model.train(was_training)
+    return x[0] if squeeze else x
+
+
+def next_token(logits, temperature, top_k, gen):
+    """Sample the next ids (B, 1) from logits (B, V): greedy at temperature 0, else softmax(logits / T) over the
+    top_k largest (None = all), drawn with the torch.Generator `gen`."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)  # (B, 1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)  # (B, 1)

@@ -114,7 +114,7 @@ class MonarchLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in_features) → y (..., out_features), two batched matmuls and two reshapes."""
         self._check_input(x)
-        b, p, q, s = self.nblocks, self.p, self.q, self.s
+        b, p, q = self.nblocks, self.p, self.q
         lead = x.shape[:-1]
         x = x.reshape(-1, b, p)  # (N, b, p): R's input blocks are contiguous
         z = torch.einsum("nkp,kqp->nkq", x, self.R)  # (N, b, q) = R x, middle features j = k·q + j'

@@ -1,4 +1,13 @@
-r"""The official settings of the paper's long-conv runs, as data: OFFICIAL_SETTINGS[task][knob] and where each is set.
+r"""Every number of the paper and of the peer flash-fft-conv, once, with its source tag; and the official settings of
+the paper's long-conv runs, as data: OFFICIAL_SETTINGS[task][knob] and where each is set.
+
+    from lconv.paper import LRA_AVERAGE, SCIFAR, PILE_PPL, PEER_MS, TARGET_FWD_VS_RFFT
+    LRA_AVERAGE["+ Squash"]                    # 86.1  (LRA average accuracy %, claim 2)
+
+Source tags (as in /work/shared/PAPER.md): [P] the paper (Fu, Epstein et al., ICML 2023), [A] its authors' blog,
+[B] the H3 paper's PILE table, [U] a third-party summary, [F] the flash-fft-conv README (H100, B=64, H=768, fp16,
+gated conv). Notebooks, lconv.experiments.* and kernels.bench read these names; none of them writes a number of the
+paper itself.
 
     from lconv.paper import OFFICIAL_SETTINGS, KNOB_SOURCES, SOURCES
     OFFICIAL_SETTINGS["lra_cifar"]["lam"]      # 0.003
@@ -201,3 +210,44 @@ SOURCES = {
                              ("lra_pathfinder", "pathfinder", "pathfinder"), ("lra_pathx", "pathx", "pathx"))
 }
 SOURCES["scifar_standalone"] = "standalone_cifar.py, standalone_long_convs.py"
+
+
+# ---------------------------------------------------------------- the paper's numbers, each once, with its source
+
+# Claim 2: LRA average accuracy % (six tasks); the paper's S4 row is compared with our S4D. [P]
+LRA_AVERAGE = {"long conv": 69.5, "+ Squash": 86.1, "S4D": 86.1}
+# Claims 3 and 9: sequential CIFAR test accuracy %. random / decay init: via a third-party summary [U];
+# fixed / learned Butterfly and their gain: [P].
+SCIFAR = {"random init": 91.0, "decay init": 92.1, "fixed FFT": 91.0, "learned Butterfly": 92.5}
+SCIFAR_LEARNED_GAIN = 1.5  # learned − fixed Butterfly, accuracy points [P]
+SCIFAR_INIT_GAIN = 1.1  # decay − random init, accuracy points [U]
+# Claim 1: the direct convolution is O(L²), the FFT convolution O(L log L): log-log slopes of time against L.
+TIME_SLOPE = {"direct": 2.0, "fft": 1.0}
+
+# Claims 4 and 10: language modelling (PAPER.md).
+PILE_TOKENS = ("5B", "10B", "15B")
+PILE_PPL = {  # test perplexity on the PILE, 125M-parameter models, GPT-2 BPE [B]
+    "Transformer": (12.7, 11.3, 10.7),
+    "H3": (11.8, 10.7, 10.2),
+    "H3-Conv": (11.9, 10.7, 10.3),
+}
+MONARCH_WIKITEXT = {"GPT-2 small": 20.6, "Monarch MLPs": 20.4}  # test PPL, WikiText-103, GPT-2 BPE [A], [U]
+MONARCH_FEWER_PARAMS = 0.30  # "30% fewer parameters" [A], [U]
+
+# The peer, flash-fft-conv README [F]: N → (PyTorch ms, flash-fft-conv ms), and its speed-up over PyTorch.
+PEER_MS = {256: (0.62, 0.11), 1024: (2.30, 0.29), 4096: (9.49, 1.43), 16384: (29.9, 12.2), 32768: (84.8, 26.3),
+           1 << 20: (3071.0, 1769.0), 1 << 22: (13031.0, 10049.0)}
+PEER_SPEEDUP = {256: 5.64, 1024: 7.93, 4096: 6.64, 16384: 2.45, 32768: 3.22, 1 << 20: 1.74, 1 << 22: 1.30}
+
+# The paper's speed claims as it states them (notebook 03 prints them beside ours): (claim, number, source).
+SPEED_CLAIMS = (("FlashButterfly vs cuFFT-based FFT conv", "2.2× faster", "abstract"),
+                ("vs the fastest SSM implementation, L = 128K", "1.8× faster", "blog"),
+                ("Path256 (L = 64K) training", "7.2× faster training", "abstract"),
+                ("LRA speed benchmark vs Transformer", "7.0× faster", "workshop abstract"))
+
+# Speed targets of the workbook, from the paper's claims (kernels.bench prints where we stand).
+TARGET_FWD_VS_RFFT = 2.2  # 2.2× over cuFFT-based FFT conv, every N 256 … 64K [P]
+TARGET_FWD_BWD_VS_RFFT = 2.0  # the workbook's target for forward + backward
+TARGET_BW_FRACTION = 0.70  # of peak HBM bandwidth, N ≤ 4K (the workbook's target)
+TARGET_S4D_128K = 1.8  # 1.8× faster than S4D (generation + FFT conv) at 128K [P]
+TARGET_LEARNED_VS_FIXED = 1.05  # learned Butterfly "at the same runtime" [P]: learned ms ≤ 1.05 × fixed ms

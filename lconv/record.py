@@ -26,12 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from lconv.data import get_task
-from lconv.experiments import (SQUASH_SMOOTH, chance_level, compare, settings, squash_smooth_variants,
-                               task_settings)
-from lconv.results import device_name, pick_device, provenance, slug, write_json_atomic
+from lconv.data import PROFILES, get_task
+from lconv.experiments import compare, scaled_steps, settings
+from lconv.experiments.squash_smooth import SQUASH_SMOOTH, chance_level, squash_smooth_variants, task_settings
+from lconv.results import RESULTS_DIR, device_name, pick_device, provenance, slug, write_json_atomic
 
-RECORDED_DIR = Path(__file__).resolve().parents[1] / "results"  # tracked: recordings are committed
+RECORDED_DIR = RESULTS_DIR  # tracked: recordings are committed (lconv.results.RESULTS_DIR)
 DATA_SOURCES = ("release", "generated")
 # LRA tasks → generated tasks of the same kind; at profile "full" their sizes are the LRA release's
 STAND_INS = {"lra_listops": "listops", "lra_pathfinder": "pathfinder32", "lra_path128": "path128",
@@ -51,20 +51,6 @@ class Plan:
     train: dict  # compare() keyword arguments
     overrides: dict  # get_task() keyword arguments
     kernel: dict  # squash_smooth_variants() keyword arguments
-
-
-def _scaled(train: dict, steps: int | None) -> dict:
-    """`train` with `steps` optimiser steps: warm-up scaled in proportion, evaluation at most every `steps`."""
-    train = dict(train)
-    if steps is None:
-        return train
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    train["warmup"] = min(steps, round(train.get("warmup", 0) * steps / train["steps"]))
-    if train.get("eval_every"):
-        train["eval_every"] = min(train["eval_every"], steps)
-    train["steps"] = steps
-    return train
 
 
 KERNEL_KEYS = ("lam", "kernel_lr", "smooth_window", "channels", "s4d_lr", "kernel_dropout", "bidirectional",
@@ -100,7 +86,7 @@ def make_plans(profile: str, tasks=None, *, steps: int | None = None, data: str 
                                  "--data release and the LRA files under $LCONV_DATA (lconv.data.lra says where)")
             source = STAND_INS[name]
         task_overrides.update(overrides.get("*", {}), **overrides.get(name, {}))
-        plans.append(Plan(name, source, _scaled(train, steps), task_overrides, {**task_kernel, **(kernel or {})}))
+        plans.append(Plan(name, source, scaled_steps(train, steps), task_overrides, {**task_kernel, **(kernel or {})}))
     return plans
 
 
@@ -218,7 +204,7 @@ def _parse_sets(items) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m lconv.record", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="quick", choices=tuple(SQUASH_SMOOTH), help="settings (SQUASH_SMOOTH)")
+    p.add_argument("--profile", default="quick", choices=PROFILES, help="settings (SQUASH_SMOOTH)")
     p.add_argument("--tasks", nargs="*", help="tasks of the profile to record (default: all of them)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: the profile's)")
     p.add_argument("--data", default="release", choices=DATA_SOURCES,

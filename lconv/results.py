@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # the committed recordings (tracked)
 SUMMARY_COLUMNS = ("notebook", "claim", "task", "metric", "paper", "ours", "profile", "device")
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' means CUDA when available, else CPU; any other string is passed to torch.device."""
+    """'auto' means CUDA when available, else CPU; anything else (a string, a torch.device) goes to torch.device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -78,20 +79,29 @@ def slug(text: str, default: str = "run") -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or default
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """Write JSON to `path` through a temporary file and a rename: readers never see half a file."""
+def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
+    """Call write(f) on a temporary file beside `path` (opened with `mode`), then rename it into place: readers never
+    see half a file. The one atomic writer of the package (results, recordings, benchmarks, data caches)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write JSON to `path` atomically (atomic_write), indented, with a final newline."""
+    def write(f):
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+
+    return atomic_write(path, write, mode="w")
 
 
 class Results:

@@ -6,7 +6,7 @@
 What it does, in order: seeds every RNG; builds the loaders (a lconv.data Task through `task.loaders`, or explicit
 (train_loader, val_loader)); re-samples the training set with a DistributedSampler so that the data order is a
 function of (seed, epoch) only — the same on 1 or N processes, and replayable on resume; AdamW + cosine schedule
-from lconv.layers.make_optimizer; bf16 autocast on CUDA only; gradient clipping; periodic evaluation (accuracy for
+(make_optimizer below: the parameter groups of lconv.layers.register_param's tags); bf16 autocast on CUDA only; gradient clipping; periodic evaluation (accuracy for
 classification, loss and perplexity for LM) all-reduced across processes; an atomic checkpoint (model, optimiser,
 scheduler, step, data position, RNG states, history; tensors and plain values only, loaded back with
 torch.load(weights_only=True) so that a checkpoint file cannot run code) that `train` resumes from when `ckpt_path`
@@ -31,11 +31,63 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from tqdm import tqdm
 
-from lconv.layers import make_optimizer
-from lconv.results import pick_device, write_json_atomic
+from lconv.layers import optim_tag
+from lconv.results import atomic_write, pick_device, write_json_atomic
+
+# ---------------------------------------------------------------- optimiser groups and schedule
+# Per-parameter settings are tagged where the parameter is made (lconv.layers.register_param, the s4 `register` idea).
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def optimizer_groups(model, lr, weight_decay):
+    """AdamW parameter groups: tagged params (register_param) get their own lr/wd; biases, norms, 1-D params no wd."""
+    decay, no_decay, tagged, seen = [], [], {}, set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            optim = optim_tag(module, name)
+            if optim is not None:
+                key = (optim.get("lr", lr), optim.get("weight_decay", 0.0))
+                tagged.setdefault(key, []).append(p)
+            elif (isinstance(module, _NORMS) or "norm" in type(module).__name__.lower()
+                  or p.ndim < 2 or name.endswith("bias")):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay, "name": "decay"},
+              {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": "no_decay"}]
+    for (g_lr, g_wd), params in tagged.items():
+        groups.append({"params": params, "lr": g_lr, "weight_decay": g_wd, "name": f"tagged(lr={g_lr}, wd={g_wd})"})
+    return [g for g in groups if g["params"]]
+
+
+def cosine_with_warmup(step, warmup_steps, total_steps):
+    """LR multiplier: linear warmup to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, lr, weight_decay, warmup_steps, total_steps):
+    """(AdamW over optimizer_groups, LambdaLR cosine schedule with linear warmup), stepped once per batch."""
+    if not (isinstance(total_steps, int) and total_steps >= 1):
+        raise ValueError(f"make_optimizer: total_steps must be an int ≥ 1, got {total_steps!r}")
+    if not (isinstance(warmup_steps, int) and 0 <= warmup_steps <= total_steps):
+        raise ValueError(f"make_optimizer: warmup_steps must be an int in 0..total_steps={total_steps}, "
+                         f"got {warmup_steps!r}")
+    optimizer = torch.optim.AdamW(optimizer_groups(model, lr, weight_decay), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_with_warmup(step, warmup_steps, total_steps))
+    return optimizer, scheduler
+
 
 KINDS = ("classify", "lm")
 
@@ -311,16 +363,8 @@ def history_path(ckpt_path):
 
 
 def _save_checkpoint(path, state):
-    """torch.save to a temporary file in the same folder, then os.replace: never half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save through lconv.results.atomic_write (a temporary file, then a rename): never half a checkpoint."""
+    atomic_write(path, lambda f: torch.save(state, f))
     write_json_atomic(history_path(path), state["history"])
 
 
@@ -368,7 +412,7 @@ def train(model, task_or_loaders, *, kind=None, steps, lr=1e-3, weight_decay=0.0
     t_call = time.perf_counter()
     kind, train_loader, val_loader = _resolve_loaders(task_or_loaders, kind, batch_size, num_workers)
     env_world, _, local_rank = _dist_env()
-    device = pick_device(device) if isinstance(device, str) else torch.device(device)
+    device = pick_device(device)
     created_group = False
     if env_world > 1:
         if device.type == "cuda":

@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from lconv.data import PROFILES
 from lconv.results import load_results, markdown_table, write_json_atomic
 
-PROFILES = ("smoke", "quick", "full")
 PARAMETERS = ("profile", "device", "seed", "results_dir", "figures_dir")  # what run_notebook injects
 REPO = Path(__file__).resolve().parent.parent
 

@@ -207,3 +207,18 @@ def test_learned_mode_times_the_learned_kernel_against_the_fixed_one(fake_cuda):
     by = {t["target"]: t for t in bench.check_targets([fwd, fwd_bwd] + plain)}
     assert by["learned Butterfly fwd within 1.05× of the fixed kernel"]["ours"] == 2.0
     assert by["learned Butterfly fwd_bwd within 1.05× of the fixed kernel"]["met"] is True
+
+
+def test_recorded_reports_say_plainly_when_nothing_is_recorded():
+    text, rows = bench.recorded_report(None, "RECORDED, NOT MEASURED NOW")
+    assert text.startswith("There are NO recorded GPU results yet") and rows == []
+    assert bench.learned_report(None).startswith("No GPU timings of the learned Butterfly kernel")
+
+
+def test_recorded_report_of_the_committed_benchmark():
+    shown = bench.load_latest()
+    if shown is None:
+        pytest.skip("no benchmark recorded in results/")
+    text, rows = bench.recorded_report(shown, "RECORDED, NOT MEASURED NOW")
+    assert text.startswith("RECORDED, NOT MEASURED NOW — ") and "### fwd" in text
+    assert rows and all(r["paper"] == bench.TARGET_FWD_VS_RFFT for r in rows)

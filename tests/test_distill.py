@@ -10,9 +10,9 @@ from lconv.distill import (DiagonalSSM, HankelFit, RecurrentH3, distill, distill
                            extend_context, generation_speed, lm_kernels, order_table, refine, relative_error,
                            settings, smallest_order_within, stepwise_logits,
                            smoothness_order_verdict, speed_statement, ssm_kernel)
-from lconv.lm import build_lm, generate
+from lconv.experiments.language_modeling import build_lm
 from lconv.mixers import H3
-from lconv.models import CausalLM
+from lconv.models import CausalLM, generate
 
 torch.set_num_threads(1)
 
@@ -69,7 +69,9 @@ def test_tolerance_search_finds_the_true_order_and_meets_every_tolerance():
 def _trained_kernels():
     """The kernels of a small long-conv classifier after 60 steps on the smoke digits task (a trained kernel)."""
     from lconv.data import get_task
-    from lconv.experiments import build_model, learned_kernels, long_conv_variant
+    from lconv.experiments import long_conv_variant
+    from lconv.inspect import learned_kernels
+    from lconv.models import build_model
     from lconv.train import train
 
     task = get_task("digits", profile="smoke")

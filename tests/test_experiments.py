@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from lconv.data import get_task
-from lconv.experiments import (LONG_CONVS, SQUASH_SMOOTH, Variant, accuracy_verdict, build_model, chance_level,
-                               checkpoint_dir, compare, example_kernel, init_variants, kernel_metrics,
-                               lam_sweep_variants, learned_kernels, loglog_slope, run_key, settings,
-                               smoothness_verdict, squash_smooth_variants, task_settings, time_convs,
-                               trainable_fraction)
+from lconv.experiments import Variant, checkpoint_dir, compare, run_key, settings
+from lconv.experiments.long_convs import LONG_CONVS, example_kernel, loglog_slope, time_convs
+from lconv.experiments.squash_smooth import (SQUASH_SMOOTH, accuracy_verdict, chance_level, init_variants,
+                                             lam_sweep_variants, smoothness_verdict, squash_smooth_variants,
+                                             task_settings)
+from lconv.inspect import kernel_metrics, learned_kernels, trainable_fraction
+from lconv.models import build_model
 from lconv.train import train
 
 TRAIN = dict(d_model=8, n_layers=1, steps=6, lr=1e-2, batch_size=16, warmup=1)
@@ -170,3 +172,85 @@ def test_chance_level_and_checkpoint_dir(digits, tmp_path):
     ys = torch.tensor([int(digits.test[i][1]) for i in range(len(digits.test))])
     assert chance_level(digits) == pytest.approx(torch.bincount(ys).max().item() / len(ys))
     assert checkpoint_dir(tmp_path / "results", "02_x") == (tmp_path / "checkpoints" / "02_x").resolve()
+
+
+# ---------------------------------------------------------------- the verdicts of notebooks 01, 02 and 04, in words
+
+def test_settings_override_lam_and_steps_everywhere_and_keep_the_table():
+    cfg = settings(SQUASH_SMOOTH, "full", lam=0.01, steps=100)
+    assert all(t["train"]["steps"] == 100 for t in cfg["tasks"].values())
+    assert cfg["kernel"]["lam"] == 0.01 and all(t["kernel"]["lam"] == 0.01 for t in cfg["tasks"].values())
+    assert cfg["tasks"]["lra_listops"]["train"]["warmup"] == round(10_000 * 100 / 80_000)  # warm-up scaled
+    assert SQUASH_SMOOTH["full"]["kernel"]["lam"] == 0.002  # a deep copy
+    assert settings(SQUASH_SMOOTH, "quick") == SQUASH_SMOOTH["quick"]  # None keeps the profile's
+    assert settings(LONG_CONVS, "quick", lam=0.0)["kernel"] == dict(LONG_CONVS["quick"]["kernel"], lam=0.0)
+
+
+def _metrics(tv, stv, hf=0.3):
+    return {"total_variation": tv, "spectral_tv": stv, "high_freq_energy": hf, "sparsity": 0.0}
+
+
+def test_roughness_verdict_follows_the_numbers():
+    from lconv.experiments.long_convs import roughness_verdict
+
+    noise = _metrics(1.4, 0.46, 0.5)
+    rough = roughness_verdict(_metrics(0.02, 0.1), _metrics(1.0, 0.2), noise, steps=200)
+    assert rough.startswith("As in the paper: the trained kernels are noisy") and "rougher than the random" in rough
+    smooth = roughness_verdict(_metrics(1.4, 0.4), _metrics(0.1, 0.3), noise, steps=200)
+    assert smooth.startswith("Not as in the paper") and "after 200 steps" in smooth and "smoother than" in smooth
+
+
+def _kernel_table(tv_long, tv_squash, stv_long, stv_squash):
+    rows = []
+    for task in ("a", "b"):
+        for v, tv, stv in (("long conv", tv_long, stv_long), ("+ Squash", tv_squash, stv_squash)):
+            rows.append(dict(task=task, variant=v, total_variation=tv, spectral_tv=stv, spectral_tv_init=0.4))
+    return pd.DataFrame(rows)
+
+
+def test_kernel_and_init_verdicts_follow_the_numbers():
+    from lconv.experiments.squash_smooth import (init_verdict, kernel_verdict, scale_note,
+                                                 squashed_smoother_in_frequency)
+
+    paper_like = _kernel_table(1.0, 0.5, 0.5, 0.2)
+    assert kernel_verdict(paper_like, "quick").startswith("As in the paper: on every task")
+    assert "— as in the paper." in kernel_verdict(paper_like, "quick")
+    assert squashed_smoother_in_frequency(paper_like) == ["a", "b"]
+    unlike = _kernel_table(0.5, 1.0, 0.2, 0.5)
+    assert kernel_verdict(unlike, "quick").startswith("Unlike the paper's figure, at quick scale")
+    assert "(none) — unlike the paper." in kernel_verdict(unlike, "quick")
+    assert squashed_smoother_in_frequency(unlike) == []
+    assert "Robust to initialisation" in init_verdict("smnist", 0.80, 0.82)
+    assert "+2.0 points; paper on sCIFAR: +1.1" in init_verdict("smnist", 0.80, 0.82)
+    assert "Not robust" in init_verdict("smnist", 0.70, 0.80)
+    assert scale_note("full") == "" and "69.5 → 86.1" in scale_note("quick")
+
+
+def test_paper_rows_take_the_papers_numbers_from_lconv_paper():
+    from lconv.experiments.squash_smooth import paper_rows
+    from lconv.paper import LRA_AVERAGE, SCIFAR
+
+    table = pd.DataFrame([dict(task="digits", variant=v, test_accuracy=0.5, steps=10, sparsity=0.1,
+                               total_variation=0.2, spectral_tv=0.3)
+                          for v in ("long conv", "+ Squash", "+ Squash + Smooth", "S4D")])
+    rows = paper_rows(table, settings(SQUASH_SMOOTH, "smoke"), "smoke", "digits", 0.5, 0.6)
+    by_claim = {r["claim"]: r for r in rows}
+    assert by_claim["LRA average, long conv"]["paper"] == LRA_AVERAGE["long conv"]
+    assert by_claim["LRA average, S4D (paper: S4)"]["paper"] == LRA_AVERAGE["S4D"]
+    assert by_claim["sCIFAR, random init (+ Squash)"]["paper"] == SCIFAR["random init"]
+    assert by_claim["sCIFAR, exponential-decay init (+ Squash)"]["ours"] == pytest.approx(60.0)
+
+
+def test_gain_verdict_follows_the_gain_and_its_standard_error():
+    from lconv.experiments.learned_butterfly import gain_summary, gain_verdict
+
+    def table(fixed, learned):
+        return pd.DataFrame({"test_accuracy": [fixed, learned], "params": [1000, 1100]},
+                            index=["fixed FFT", "learned Butterfly"])
+
+    s = gain_summary(table(0.80, 0.81), n_test=1000)
+    assert s["gain"] == pytest.approx(1.0) and s["extra_params"] == 100 and s["extra_share"] == pytest.approx(10)
+    assert "within noise" in gain_verdict(s, "quick", "8×8 digits")
+    assert "neither confirms nor refutes" in gain_verdict(s, "quick", "8×8 digits")
+    assert "in the direction of the paper's +1.5" in gain_verdict(gain_summary(table(0.5, 0.9), 1000), "full", "x")
+    assert "lose" in gain_verdict(gain_summary(table(0.9, 0.5), 1000), "full", "x")

@@ -1,7 +1,8 @@
 """The official settings table (lconv.paper) and our settings against it (lconv.fidelity)."""
 import pytest
 
-from lconv.experiments import SQUASH_SMOOTH, settings, task_settings
+from lconv.experiments import settings
+from lconv.experiments.squash_smooth import SQUASH_SMOOTH, task_settings
 from lconv.fidelity import fidelity_table, ours_knobs
 from lconv.paper import KNOB_SOURCES, KNOBS, OFFICIAL_SETTINGS, SOURCES, TASKS
 

@@ -7,7 +7,6 @@ output cast to the dtype) plus atol 1e-2 (dk: 1e-1) — atol relative to the out
 scale; for u = randn·0.02 and kernels k = randn with no decay, as in flash-fft-conv's tests, and for the families of
 issue 14 (large means, samples of very different sizes, inputs near the dtype's limits).
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 import kernels
-from kernels import conv as kconv
+from kernels import flash_butterfly as fb, launch as kl
 from lconv.butterfly import real_butterfly_conv
 from lconv.conv import fft_conv
 
@@ -90,7 +89,7 @@ def test_reference_half_length_trick_equals_torch_fft_in_fp64(N):
 
 # Every N with causal (odd L = N/2 - 1) and circular (L = N) lengths, fp32 and fp16, plus a few odd lengths,
 # wrap-around ones (N/2 < L < N) among them.
-CASES = [(N, L, dtype) for N in kconv.FUSED_N for L in (N // 2 - 1, N) for dtype in (torch.float32, torch.float16)]
+CASES = [(N, L, dtype) for N in kl.FUSED_N for L in (N // 2 - 1, N) for dtype in (torch.float32, torch.float16)]
 CASES += [(256, 201, torch.float16), (512, 333, torch.float32), (1024, 101, torch.float16), (4096, 3001, torch.float16)]
 
 
@@ -133,14 +132,14 @@ def test_dk_reduction_over_many_chunks():
     u = torch.randn(B, H, L) * 0.02
     k = torch.randn(H, L)
     dy = torch.randn(B, H, L) * 0.02
-    k_f = kconv.k_f_planes(k, N)
-    y = kconv._fwd(u, k_f, N, rows_per_prog=1)
-    du, dk = kconv._bwd(u, dy, k_f, N, L, rows_per_prog=1)[:2]
+    k_f = kl.k_f_planes(k, N)
+    y = fb._fwd(u, k_f, N, rows_per_prog=1)
+    du, dk = fb._bwd(u, dy, k_f, N, L, rows_per_prog=1)[:2]
     y_ref, du_ref, dk_ref = conv_and_grads(lambda u, k: torch_conv(u, k, N), u.double(), k.double(), dy.double())
     torch.testing.assert_close(y.double(), y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(du.double(), du_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dk.double(), dk_ref, atol=1e-6, rtol=1e-5)
-    du_only, dk_none = kconv._bwd(u, dy, k_f, N, L, need=(True, False, False, False, False, False))[:2]
+    du_only, dk_none = fb._bwd(u, dy, k_f, N, L, need=(True, False, False, False, False, False))[:2]
     assert dk_none is None
     torch.testing.assert_close(du_only, du)
 
@@ -176,7 +175,7 @@ def test_module_api_mirrors_flashfftconv():
 def test_reference_backend_agrees_with_auto():
     u = torch.randn(2, 3, 100) * 0.02
     k = torch.randn(3, 100)
-    torch.testing.assert_close(kernels.flash_butterfly_conv(u, k, 256, backend="reference"),
+    torch.testing.assert_close(kernels.flash_butterfly_conv(u, k, 256, backend="torch"),
                                kernels.flash_butterfly_conv(u, k, 256), atol=1e-5, rtol=1e-5)
 
 
@@ -229,13 +228,9 @@ def test_import_without_triton_falls_back_to_reference():
 
 @needs_triton
 def test_large_n_dispatches_to_three_pass_when_present():
-    """N > 4096 goes to kernels.three_pass (ENGINEER B's module); SUPPORTED_N lists its sizes only when it exists."""
-    if importlib.util.find_spec("kernels.three_pass") is None:
-        assert kernels.SUPPORTED_N == kconv.FUSED_N
-        with pytest.raises(ValueError, match="supported N.*4096\\]"):
-            kernels.FlashButterflyConv(8192)
-        pytest.skip("kernels.three_pass is not there")
-    assert kernels.SUPPORTED_N[-1] == 2 ** 20 and 8192 in kconv.supported_n()
+    """N > 4096 goes to the three-pass kernels; SUPPORTED_N (a constant) lists the fused and the three-pass sizes."""
+    assert kernels.SUPPORTED_N == kl.FUSED_N + kl.THREE_PASS_N
+    assert kernels.SUPPORTED_N[-1] == 2 ** 20 and 8192 in kernels.SUPPORTED_N
     N, L = 8192, 4095
     u, k = torch.randn(2, 1, L) * 0.02, torch.randn(1, L)
     pre, post, dy = torch.randn_like(u), torch.randn_like(u), torch.randn_like(u) * 0.02
@@ -440,7 +435,7 @@ COMPILE_CHECK = textwrap.dedent(r"""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from kernels import conv as kc, flash_butterfly as fb, three_pass as tp
+    from kernels import flash_butterfly as fb, launch as kl, three_pass as tp
     from lconv import butterfly
 
     def compile_ttir(fn, consts, opts):
@@ -453,8 +448,8 @@ COMPILE_CHECK = textwrap.dedent(r"""
     f16 = {"DOT_FP32": False, "PREC": "tf32", "NORM": True}
     N1, N2 = butterfly.half_sizes(1024)
     L1, L2 = butterfly.default_sizes(1024)
-    N0, M1, M2 = tp.three_pass_sizes(8192)
-    ob = tp._outer_blocks(N0)
+    N0, M1, M2 = butterfly.three_pass_sizes(8192)
+    ob = kl.outer_blocks(N0)
     oo = {"num_warps": ob.pop("num_warps"), "num_stages": ob.pop("num_stages")}
     g = dict(GATED=True, COMPUTE_DU=True, COMPUTE_DK=True, COMPUTE_DPRE=True, COMPUTE_DPOST=True)
     cases = {
@@ -495,11 +490,11 @@ def test_compiled_kernels_have_no_32_bit_scalar_products():
 # ------------------------------------------------------------------------------------------------------------------
 
 def test_too_little_shared_memory_is_a_value_error_naming_gpu_n_and_limit(monkeypatch):
-    monkeypatch.setattr(kconv, "shared_memory_limit", lambda device: ("NVIDIA GeForce RTX 4090", 101376))
+    monkeypatch.setattr(kl, "shared_memory_limit", lambda device: ("NVIDIA GeForce RTX 4090", 101376))
     with pytest.raises(ValueError, match=r"N=4096 needs 147456 bytes.*NVIDIA GeForce RTX 4090 \(cuda:0\) offers "
                                          r"101376"):
-        kconv.check_shared_memory(147456, torch.device("cuda", 0), 4096, "backward (learned blocks)")
-    kconv.check_shared_memory(101376, torch.device("cuda", 0), 4096, "backward")  # fits: no error
+        kl.check_shared_memory(147456, torch.device("cuda", 0), 4096, "backward (learned blocks)")
+    kl.check_shared_memory(101376, torch.device("cuda", 0), 4096, "backward")  # fits: no error
 
 
 class _FakeKernel:
@@ -534,17 +529,17 @@ class _FakeDevice:
 def test_launch_checks_shared_memory_once_then_runs_on_the_tensors_device(monkeypatch):
     """A kernel that fits is compiled once (warmup, no launch), checked, and launched with its tensors' GPU current
     (here cuda:1 while cuda:0 is the default); one that does not fit raises before anything is launched."""
-    monkeypatch.setattr(kconv, "shared_memory_limit", lambda device: ("NVIDIA A10", 101376))
+    monkeypatch.setattr(kl, "shared_memory_limit", lambda device: ("NVIDIA A10", 101376))
     monkeypatch.setattr(torch.cuda, "device", _FakeDevice)
-    monkeypatch.setattr(kconv, "_SHARED", {})
+    monkeypatch.setattr(kl, "_SHARED", {})
     tensor = type("CudaTensor", (), {"device": torch.device("cuda", 1), "dtype": torch.float16})()
     calls, compiled = [], []
     kernel = _FakeKernel(lambda meta: compiled.append(meta) or meta["need"], calls)
-    kconv.launch(kernel, (4,), (tensor, 7), {"need": 50000}, 1024, "forward")
-    kconv.launch(kernel, (4,), (tensor, 7), {"need": 50000}, 1024, "forward")
+    kl.launch(kernel, (4,), (tensor, 7), {"need": 50000}, 1024, "forward")
+    kl.launch(kernel, (4,), (tensor, 7), {"need": 50000}, 1024, "forward")
     assert len(compiled) == 1 and calls == [((4,), {"need": 50000}, torch.device("cuda", 1))] * 2
     with pytest.raises(ValueError, match=r"N=4096 needs 200000 bytes.*NVIDIA A10 \(cuda:1\) offers 101376"):
-        kconv.launch(kernel, (4,), (tensor, 7), {"need": 200000}, 4096, "backward")
+        kl.launch(kernel, (4,), (tensor, 7), {"need": 200000}, 4096, "backward")
     assert len(calls) == 2
     assert current[0] is None
 
@@ -554,7 +549,7 @@ def test_backward_splits_into_two_launches_when_one_does_not_fit(monkeypatch):
     """Where the fused backward (du and dk together) needs more shared memory than the GPU has but each half fits, it
     runs as two launches with the same results; shared-memory sizes are mocked, the kernels run (interpreter)."""
     launched = []
-    real_launch = kconv.launch
+    real_launch = kl.launch
 
     def fake_shared(kernel, grid, args, meta):
         both = (meta.get("COMPUTE_DU") or meta.get("COMPUTE_DPRE")) and (meta.get("COMPUTE_DK")
@@ -567,19 +562,19 @@ def test_backward_splits_into_two_launches_when_one_does_not_fit(monkeypatch):
 
     B, H, L, N = 3, 2, 100, 256
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
-    k_f = kconv.k_f_planes(k, N)
-    du, dk = kconv._bwd(u, dy, k_f, N, L)[:2]
-    monkeypatch.setattr(kconv, "shared_bytes", fake_shared)
-    monkeypatch.setattr(kconv, "shared_memory_limit", lambda device: ("small GPU", 65536))
-    monkeypatch.setattr(kconv, "launch", recording_launch)
-    du2, dk2 = kconv._bwd(u, dy, k_f, N, L)[:2]
+    k_f = kl.k_f_planes(k, N)
+    du, dk = fb._bwd(u, dy, k_f, N, L)[:2]
+    monkeypatch.setattr(kl, "shared_bytes", fake_shared)
+    monkeypatch.setattr(kl, "shared_memory_limit", lambda device: ("small GPU", 65536))
+    monkeypatch.setattr(fb, "launch", recording_launch)
+    du2, dk2 = fb._bwd(u, dy, k_f, N, L)[:2]
     assert launched == [{"COMPUTE_DU": True, "COMPUTE_DK": False}, {"COMPUTE_DU": False, "COMPUTE_DK": True}]
     assert torch.equal(du, du2) and torch.equal(dk, dk2)
 
 
 def test_device_guard_makes_the_tensors_gpu_current(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device", _FakeDevice)
-    with kconv.device_guard(type("T", (), {"device": torch.device("cuda", 3)})()):
+    with kl.device_guard(type("T", (), {"device": torch.device("cuda", 3)})()):
         assert current[0] == torch.device("cuda", 3)
-    with kconv.device_guard(torch.zeros(1)):  # CPU: nothing to switch
+    with kl.device_guard(torch.zeros(1)):  # CPU: nothing to switch
         assert current[0] is None

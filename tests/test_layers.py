@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lconv.conv import direct_conv, fft_conv
-from lconv.layers import (LongConv, LongConvKernel, S4DKernel, cosine_with_warmup, make_optimizer, optim_tag,
-                          optimizer_groups, register_param, s4d_kernel)
+from lconv.layers import LongConv, LongConvKernel, S4DKernel, optim_tag, register_param, s4d_kernel
 from lconv.regularize import smooth, squash
+from lconv.train import cosine_with_warmup, make_optimizer, optimizer_groups
 
 
 def test_long_kernel_random_init_and_forward():

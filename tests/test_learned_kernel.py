@@ -9,8 +9,10 @@ import torch
 from test_kernels import EPS, assert_isolated, needs_triton, torch_conv
 
 import kernels
+import kernels.flash_butterfly
+import kernels.launch
 from lconv.butterfly import default_sizes, dft_matrix
-from lconv.learned_butterfly import learned_butterfly_conv as learned_conv_ref  # the one reference
+from lconv.butterfly import learned_butterfly_conv as learned_conv_ref  # the one reference
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
 
@@ -112,16 +114,16 @@ def test_block_gradients_summed_over_chunks():
     N1, N2 = default_sizes(N)
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     d1, d2 = perturbed_blocks(N)
-    plan = kernels.conv._plan(N, u.device)
-    blocks = (kernels.conv.block_planes(d1, N1, plan["dft1_full"]),
-              kernels.conv.block_planes(d2, N2, plan["dft2_full"]))
-    k_f = kernels.conv.k_f_planes_full(k, N)
-    y = kernels.conv._fwd(u, k_f, N, blocks=blocks, rows_per_prog=1)
+    plan = kernels.launch.get_plan(N, u.device)
+    blocks = (kernels.launch.block_planes(d1, N1, plan["dft1_full"]),
+              kernels.launch.block_planes(d2, N2, plan["dft2_full"]))
+    k_f = kernels.launch.k_f_planes_full(k, N)
+    y = kernels.flash_butterfly._fwd(u, k_f, N, blocks=blocks, rows_per_prog=1)
     need = (True, True, False, False, True, True)  # du, dk, (no gates), dA1, dA2
-    du, dk, _, _, g1, g2 = kernels.conv._bwd(u, dy, k_f, N, L, blocks=blocks, need=need, rows_per_prog=1)
+    du, dk, _, _, g1, g2 = kernels.flash_butterfly._bwd(u, dy, k_f, N, L, blocks=blocks, need=need, rows_per_prog=1)
     want = learned_and_grads(ref64(N), u.double(), k.double(), None, None, d1.to(torch.complex128),
                              d2.to(torch.complex128), dy.double())
-    got = (y, du, dk, kernels.conv._block_grad(g1, d1, N1), kernels.conv._block_grad(g2, d2, N2))
+    got = (y, du, dk, kernels.flash_butterfly._block_grad(g1, d1, N1), kernels.flash_butterfly._block_grad(g2, d2, N2))
     for g, w in zip(got, (want[0], want[1], want[2], want[5], want[6])):
         assert (g.to(w.dtype) - w).abs().max().item() <= 2e-5 * w.abs().max().item()
 
@@ -179,7 +181,7 @@ def test_auto_backend_equals_the_reference_backend():
     N, L = 256, 100
     u32, k32 = torch.randn(2, 2, L) * 0.02, torch.randn(2, L)
     d1c, d2c = perturbed_blocks(N)
-    y_ref_backend = kernels.flash_butterfly_conv(u32, k32, N, dft1=d1c, dft2=d2c, backend="reference")
+    y_ref_backend = kernels.flash_butterfly_conv(u32, k32, N, dft1=d1c, dft2=d2c, backend="torch")
     y_auto = kernels.flash_butterfly_conv(u32, k32, N, dft1=d1c, dft2=d2c)
     torch.testing.assert_close(y_auto, y_ref_backend, atol=1e-5, rtol=1e-4)
 

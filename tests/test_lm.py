@@ -5,10 +5,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lconv.data import get_task
-from lconv.lm import (PILE_PPL, SETTINGS, VARIANTS, answer_accuracy, build_lm, decode_bytes, encode_bytes, generate,
-                      match_width, matched_models, monarch_statement, param_breakdown, param_table, pile_statement,
-                      pile_table, ppl_ordering, recall_verdict, settings, train_lm)
-from lconv.models import count_params
+from lconv.experiments import settings as experiment_settings
+from lconv.experiments.language_modeling import (SETTINGS, VARIANTS, answer_accuracy, build_lm, decode_bytes,
+                                                 encode_bytes, match_width, matched_models,
+                                                 monarch_statement, param_breakdown, param_table, pile_statement,
+                                                 pile_table, ppl_ordering, recall_verdict, train_lm)
+from lconv.paper import PILE_PPL
+
+from lconv.models import count_params, generate
 from lconv.monarch import MonarchMLP
 
 V, L_MAX = 13, 24
@@ -131,9 +135,9 @@ def test_match_width_finds_the_closest_count(target):
 
 
 def test_matched_models_are_within_a_few_percent_at_quick_size():
-    cfg = settings("quick")
+    cfg = experiment_settings(SETTINGS, "quick")
     models = matched_models(["Transformer", "H3", "H3-Conv", "Transformer + Monarch MLP"], 256,
-                            cfg["task_overrides"]["seq_len"], **cfg["model"])
+                            cfg["overrides"]["seq_len"], **cfg["model"])
     ref = count_params(models["Transformer"])
     for name in ("H3", "H3-Conv"):
         assert abs(count_params(models[name]) - ref) / ref < 0.06, name
@@ -254,8 +258,8 @@ def test_settings_profiles():
     assert SETTINGS["quick"]["task"] == "kjv" and SETTINGS["full"]["task"] == "wikitext103"
     full = SETTINGS["full"]["model"]
     assert (full["d_model"], full["n_layers"], full["attn_layers"]) == (768, 12, (1, 8))  # GPT-2 small, hybrids
-    s = settings("quick")
+    s = experiment_settings(SETTINGS, "quick")
     s["train"]["steps"] = -1
     assert SETTINGS["quick"]["train"]["steps"] > 0  # a deep copy
     with pytest.raises(ValueError, match="profile"):
-        settings("huge")
+        experiment_settings(SETTINGS, "huge")

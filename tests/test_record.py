@@ -7,7 +7,7 @@ import torch
 
 import lconv.record
 from lconv.data import get_task
-from lconv.experiments import SQUASH_SMOOTH, squash_smooth_variants
+from lconv.experiments.squash_smooth import SQUASH_SMOOTH, squash_smooth_variants
 from lconv.record import STAND_INS, _parse_sets, load_records, main, make_plans, record, record_path
 
 TINY = {"*": {"n_train": 48, "n_val": 16, "n_test": 16}}
@@ -116,7 +116,7 @@ def test_other_settings_write_another_file_and_load_records_reads_all(tmp_path):
 def test_the_gpu_recording_builds_and_runs_its_models_here():
     """The LRA plans a GPU session would record, at their real widths and lengths: data, the five models, a forward
     and backward pass on two examples — so a configuration error shows here, not after device time is spent."""
-    from lconv.experiments import build_model
+    from lconv.models import build_model
 
     tiny = {"*": {"n_train": 8, "n_val": 4, "n_test": 4}}
     for plan in make_plans("full", ["lra_listops", "lra_pathfinder"], steps=10, data="generated", overrides=tiny):

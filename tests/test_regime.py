@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from lconv import regime
-from lconv.record import Plan, _scaled
+from lconv.experiments import scaled_steps
+from lconv.record import Plan
 
 
 def test_cells_are_named_by_their_settings_and_planned_on_the_base():
@@ -37,7 +38,7 @@ def test_bad_cells_and_stages_are_refused():
 
 def _tiny_plan(name):
     """A digits stand-in for a cell (Fashion-MNIST is not needed to test the bookkeeping)."""
-    p = Plan(task=name, data="digits", train=_scaled(dict(regime.BASE["train"], d_model=8, steps=100, warmup=10), 3),
+    p = Plan(task=name, data="digits", train=scaled_steps(dict(regime.BASE["train"], d_model=8, steps=100, warmup=10), 3),
              overrides={"n_train": 40, "n_val": 16, "n_test": 16},
              kernel=dict(regime.BASE["kernel"], kernel_lr=regime.KERNEL_LRS[regime.CELLS[name]["kernel_lr"]]))
     p.train["n_layers"] = 1

@@ -10,12 +10,14 @@ import torch
 
 from test_kernels import assert_error_rule, assert_isolated
 
-from kernels import three_pass as tp
+import kernels
+from kernels import launch as kl, three_pass as tp
+from lconv.butterfly import three_pass_reference, three_pass_sizes
 from lconv.conv import fft_conv
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
 
-needs_triton = pytest.mark.skipif(not (tp.HAS_TRITON and (torch.cuda.is_available() or tp.INTERPRET)),
+needs_triton = pytest.mark.skipif(not (kl.HAS_TRITON and (torch.cuda.is_available() or kl.INTERPRET)),
                                   reason="Triton kernels need a GPU or TRITON_INTERPRET=1")
 
 EPS = {torch.float32: 2.0 ** -20, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
@@ -47,7 +49,7 @@ def check_against_torch(N, L, dtype, gated, B=2, H=2, Lk=None):
     names = ("y", "du", "dk", "dpregate", "dpostgate")[:3 + len(gates)]
 
     def ours_fn(u, k, *g):
-        return tp.three_pass_conv(u, k, N, *g, backend="triton")
+        return kernels.three_pass_conv(u, k, N, *g, backend="triton")
 
     ours = conv_and_grads(ours_fn, (u, k, *gates), dy)
     ref = conv_and_grads(lambda u, k, *g: torch_conv(u, k, N, *g), [t.double() for t in (u, k, *gates)], dy)
@@ -68,30 +70,30 @@ def check_against_torch(N, L, dtype, gated, B=2, H=2, Lk=None):
 # ------------------------------------------------------------------------------------------------------------------
 
 def test_sizes_split_every_N_into_a_dot_sized_outer_factor_and_an_on_chip_inner_conv():
-    for N in tp.THREE_PASS_N:
-        N0, M1, M2 = tp.three_pass_sizes(N)
+    for N in kl.THREE_PASS_N:
+        N0, M1, M2 = three_pass_sizes(N)
         assert N0 * M1 * M2 == N and 16 <= N0 and M1 * M2 <= 4096 and min(M1, M2) >= 16
-    assert tp.three_pass_sizes(1 << 20) == (256, 64, 64)
-    assert tp.three_pass_sizes(8192) == (16, 16, 32)
+    assert three_pass_sizes(1 << 20) == (256, 64, 64)
+    assert three_pass_sizes(8192) == (16, 16, 32)
 
 
 @pytest.mark.parametrize("N,L,gated", [(8192, 4095, False), (8192, 8192, True), (16384, 7001, True)])
 def test_reference_equals_torch_fft_in_fp64(N, L, gated):
     u, k = torch.randn(3, 2, L, dtype=torch.float64), torch.randn(2, L, dtype=torch.float64)
     gates = (torch.rand_like(u), torch.rand_like(u)) if gated else ()
-    y = tp.three_pass_reference(u, k, N, *gates)
+    y = three_pass_reference(u, k, N, *gates)
     torch.testing.assert_close(y, torch_conv(u, k, N, *gates), atol=1e-11, rtol=1e-11)
 
 
 def test_reference_is_the_causal_linear_conv_for_L_up_to_N_over_2():
     u, k = torch.randn(2, 3, 4000, dtype=torch.float64), torch.randn(3, 1000, dtype=torch.float64)
-    torch.testing.assert_close(tp.three_pass_reference(u, k, 8192), fft_conv(u, k), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(three_pass_reference(u, k, 8192), fft_conv(u, k), atol=1e-10, rtol=1e-10)
 
 
 def test_reference_backend_runs_without_triton_and_is_differentiable():
     u = torch.randn(2, 2, 300, requires_grad=True)
     k = torch.randn(2, 300, requires_grad=True)
-    y = tp.three_pass_conv(u, k, 8192, backend="reference")
+    y = kernels.three_pass_conv(u, k, 8192, backend="torch")
     y.sum().backward()
     assert u.grad.shape == u.shape and k.grad.shape == k.shape
     torch.testing.assert_close(y, fft_conv(u, k), atol=1e-4, rtol=1e-4)
@@ -125,8 +127,8 @@ def test_kernel_is_exactly_the_reference_algorithm(dtype):
     u = (torch.randn(3, 2, 5000) * 0.02).to(dtype)
     k = torch.randn(2, 5000)
     pre, post = torch.rand_like(u), torch.rand_like(u)
-    y = tp.three_pass_conv(u, k, 16384, pre, post, backend="triton")
-    ref = tp.three_pass_reference(u, k, 16384, pre, post)  # same factors, packing, scaling and k_f, fp32
+    y = kernels.three_pass_conv(u, k, 16384, pre, post, backend="triton")
+    ref = three_pass_reference(u, k, 16384, pre, post)  # same factors, packing, scaling and k_f, fp32
     tol = 2e-6 if dtype == torch.float32 else 3e-3
     torch.testing.assert_close(y.float(), ref.float(), atol=tol, rtol=tol)
 
@@ -138,7 +140,7 @@ def test_dk_reduction_over_chunks_and_single_gradients():
     B, H, L, N = 5, 1, 3000, 8192
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     pre, post = torch.rand(B, H, L), torch.rand(B, H, L)
-    k_f = tp.k_f_planes_three_pass(k, N)
+    k_f = kl.k_f_planes_full(k, N, three_pass_sizes(N))
     y, w = tp._fwd(u, k_f, N, pre, post, save_w=True, rows_per_prog=1)
     du, dk, dpre, dpost = tp._bwd(u, dy, k_f, N, L, pre, post, w, need_dpre=True, need_dpost=True,
                                   rows_per_prog=1)
@@ -154,7 +156,7 @@ def test_dk_reduction_over_chunks_and_single_gradients():
     assert only[:3] == (None, None, None)
     torch.testing.assert_close(only[3], dpost)
     kk = k.clone().requires_grad_()
-    tp.three_pass_conv(u, kk, N, pre, post).backward(dy)  # autograd: only dk requested, no w saved
+    kernels.three_pass_conv(u, kk, N, pre, post).backward(dy)  # autograd: only dk requested, no w saved
     torch.testing.assert_close(kk.grad, dk, atol=1e-6, rtol=1e-5)
 
 
@@ -170,7 +172,7 @@ def test_issue14_raw_pixels_do_not_overflow(dtype, gated):
     dy = torch.full((1, 1, L), 0.01, dtype=dtype)  # every gradient fits too (dpregate = u ⊙ dv ≤ 255·1.3)
     gates = (torch.ones_like(u), (0.5 + torch.rand(1, 1, L)).to(dtype)) if gated else ()
     names = ("y", "du", "dk", "dpregate", "dpostgate")[:3 + len(gates)]
-    ours = conv_and_grads(lambda u, k, *g: tp.three_pass_conv(u, k, N, *g, backend="triton"), (u, k, *gates), dy)
+    ours = conv_and_grads(lambda u, k, *g: kernels.three_pass_conv(u, k, N, *g, backend="triton"), (u, k, *gates), dy)
     ref = conv_and_grads(lambda u, k, *g: torch_conv(u, k, N, *g), [t.double() for t in (u, k, *gates)], dy)
     base = conv_and_grads(lambda u, k, *g: torch_conv(u, k, N, *g), (u, k, *gates), dy)
     assert 20000 < ref[0].abs().max().item() < 65504  # fits fp16 (ungated: 20890; the postgate is at most 1.5)
@@ -185,7 +187,7 @@ def test_samples_stay_in_their_sample():
     B, H, L, N, dtype = 3, 1, 3000, 8192, torch.float16
     k = torch.randn(H, L)
     dy = (torch.randn(B, H, L) * 0.02).to(dtype)
-    fn = lambda u: tp.three_pass_conv(u, k, N, backend="triton")  # noqa: E731
+    fn = lambda u: kernels.three_pass_conv(u, k, N, backend="triton")  # noqa: E731
     for poison in ("nan", "huge"):
         u = torch.randn(B, H, L) * 0.02
         if poison == "huge":
@@ -202,7 +204,7 @@ def test_reference_is_row_by_row_over_half_the_outer_rows():
     """The reference keeps rows apart (a NaN stays in its row) and equals torch.fft for odd N0/2 + 1 row counts."""
     u, k = torch.randn(2, 2, 5000, dtype=torch.float64), torch.randn(2, 5000, dtype=torch.float64)
     u[0, 1, 9] = float("nan")
-    y = tp.three_pass_reference(u, k, 16384)
+    y = three_pass_reference(u, k, 16384)
     assert torch.isnan(y[0, 1]).all() and torch.isfinite(y[1]).all() and torch.isfinite(y[0, 0]).all()
     torch.testing.assert_close(y[1], torch_conv(u[1:], k, 16384)[0], atol=1e-10, rtol=1e-10)
 
@@ -232,9 +234,9 @@ BAD = [
 
 @pytest.mark.parametrize("bad,match", BAD, ids=[next(iter(b)) + str(i) for i, (b, _) in enumerate(BAD)])
 def test_bad_inputs_raise_value_error_naming_the_fix(bad, match):
-    args = dict(u=U, k=K, N=8192, pregate=None, postgate=None, backend="reference") | bad
+    args = dict(u=U, k=K, N=8192, pregate=None, postgate=None, backend="torch") | bad
     with pytest.raises(ValueError, match=match):
-        tp.three_pass_conv(**args)
+        kernels.three_pass_conv(**args)
 
 
 @needs_triton
@@ -245,4 +247,4 @@ def test_public_api_dispatches_long_fft_sizes_here():
     u, k = (torch.randn(2, 2, 4000) * 0.02).half(), torch.randn(2, 4000)
     pre, post = torch.rand_like(u), torch.rand_like(u)
     y = kernels.FlashButterflyConv(8192, dtype=torch.float16)(u, k, pre, post)
-    torch.testing.assert_close(y, tp.three_pass_conv(u, k, 8192, pre, post), atol=0, rtol=0)
+    torch.testing.assert_close(y, kernels.three_pass_conv(u, k, 8192, pre, post), atol=0, rtol=0)

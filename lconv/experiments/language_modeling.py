@@ -1,29 +1,28 @@
-r"""The language-modelling experiments of notebook 05, as plain functions the notebook calls.
+r"""Notebook 05 (language modelling; notebook 06 reuses it): settings, matched models, runs, sampling, statements.
 
-    from lconv.lm import settings, matched_models, train_lm, param_table, generate, decode_bytes
-    cfg = settings("quick")
-    task = get_task(cfg["task"], profile="quick", **cfg["task_overrides"])
+    from lconv.experiments import settings
+    from lconv.experiments.language_modeling import SETTINGS, matched_models, train_lm, param_table
+    cfg = settings(SETTINGS, "quick")
+    task = get_task(cfg["task"], profile="quick", **cfg["overrides"])
     models = matched_models(["Transformer", "H3", "H3-Conv"], task.vocab_size, task.seq_len, **cfg["model"])
     run = train_lm("H3-Conv", models["H3-Conv"], task, **cfg["train"], ckpt_dir="build/checkpoints/05")
     run.val_ppl, run.tokens_per_s, param_table(models)
 
 What is here, in notebook order:
 - SETTINGS: per-profile sizes ("smoke" seconds, "quick" minutes on a 2-core CPU, "full" GPT-2-small-sized models on
-  WikiText-103 with GPT-2 BPE for a GPU) and the paper's numbers (PILE_PPL, MONARCH_WIKITEXT).
+  WikiText-103 with GPT-2 BPE for a GPU); the paper's numbers are lconv.paper's (PILE_PPL, MONARCH_WIKITEXT).
 - build_lm / matched_models: CausalLM variants (Transformer, H3, H3-Conv, Transformer + Monarch MLPs); the
   non-Transformer widths are chosen so that their parameter counts match the Transformer's (match_width).
 - param_breakdown / param_table: parameter counts of the very models that are trained, split by part.
 - train_lm: lconv.train.train with a checkpoint per run (a re-run loads finished runs and resumes the others),
   then test perplexity; tokens/s is training tokens over training time (evaluation excluded).
-- generate / encode_bytes / decode_bytes: sampling with temperature and top-k, deterministic for a seed; with
-  cache=True a prefill and then one cached step per token (CausalLM.prefill / step; notebook 06).
+- encode_bytes / decode_bytes / encode / decode: the tokens (bytes, GPT-2 BPE); sampling is lconv.models.generate.
 - answer_accuracy: next-token accuracy where the target is not ignored (-100): the answer of a recall task.
 - ppl_ordering / pile_statement / monarch_statement / recall_verdict: words built from the measured numbers,
   never pasted expectations.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -37,19 +36,9 @@ from lconv.layers import LongConvKernel, S4DKernel
 from lconv.mixers import ShiftKernel
 from lconv.models import CausalLM, count_params
 from lconv.results import pick_device, slug
+from lconv.paper import MONARCH_FEWER_PARAMS, MONARCH_WIKITEXT, PILE_PPL, PILE_TOKENS
 from lconv.train import evaluate, train
 
-
-# ---------------------------------------------------------------- the paper's numbers (PAPER.md claims 4 and 10)
-
-PILE_TOKENS = ("5B", "10B", "15B")
-PILE_PPL = {  # test perplexity on the PILE, 125M-parameter models, GPT-2 BPE [B]
-    "Transformer": (12.7, 11.3, 10.7),
-    "H3": (11.8, 10.7, 10.2),
-    "H3-Conv": (11.9, 10.7, 10.3),
-}
-MONARCH_WIKITEXT = {"GPT-2 small": 20.6, "Monarch MLPs": 20.4}  # test PPL, WikiText-103, GPT-2 BPE [A], [U]
-MONARCH_FEWER_PARAMS = 0.30  # "30% fewer parameters" [A], [U]
 
 # ---------------------------------------------------------------- per-profile settings
 
@@ -65,7 +54,7 @@ VARIANTS = {
 
 SETTINGS = {
     "smoke": dict(
-        task="kjv", task_overrides=dict(seq_len=64, n_train=256, n_val=32, n_test=32),
+        task="kjv", overrides=dict(seq_len=64, n_train=256, n_val=32, n_test=32),
         model=dict(d_model=32, n_layers=2, n_heads=2, width_step=8, attn_layers=(), kernel_lr=3e-3,
                    monarch_nblocks=4),
         train=dict(steps=20, batch_size=8, lr=3e-3, weight_decay=0.0, warmup=2, eval_every=10, eval_batches=4),
@@ -75,7 +64,7 @@ SETTINGS = {
                     model=dict(d_model=32, n_layers=2, n_heads=2, kernel_lr=3e-3),
                     train=dict(steps=20, batch_size=32, lr=3e-3, weight_decay=0.0, warmup=2))),
     "quick": dict(
-        task="kjv", task_overrides=dict(seq_len=128, n_val=256, n_test=256),
+        task="kjv", overrides=dict(seq_len=128, n_val=256, n_test=256),
         model=dict(d_model=64, n_layers=2, n_heads=4, width_step=8, attn_layers=(), kernel_lr=3e-3,
                    monarch_nblocks=4),
         train=dict(steps=300, batch_size=16, lr=3e-3, weight_decay=0.0, warmup=20, eval_every=50,
@@ -90,7 +79,7 @@ SETTINGS = {
     # 12 heads and attention in blocks 1 and 8 follow safari's configs/experiment/pile/{base,h3,h3-conv}.yaml; the
     # sequence length (1024, GPT-2's), steps and batch are our choice for WikiText-103.
     "full": dict(
-        task="wikitext103", task_overrides=dict(tokens="gpt2", seq_len=1024),
+        task="wikitext103", overrides=dict(tokens="gpt2", seq_len=1024),
         model=dict(d_model=768, n_layers=12, n_heads=12, width_step=24, attn_layers=(1, 8), kernel_lr=6e-4,
                    monarch_nblocks=4),
         train=dict(steps=100_000, batch_size=32, lr=6e-4, weight_decay=0.1, warmup=2000, eval_every=5000,
@@ -100,13 +89,6 @@ SETTINGS = {
                     model=dict(d_model=256, n_layers=2, n_heads=4, kernel_lr=1e-3),
                     train=dict(steps=20_000, batch_size=64, lr=1e-3, weight_decay=0.0, warmup=500))),
 }
-
-
-def settings(profile):
-    """A deep copy of SETTINGS[profile]."""
-    if profile not in SETTINGS:
-        raise ValueError(f"profile must be one of {tuple(SETTINGS)}, got {profile!r}")
-    return copy.deepcopy(SETTINGS[profile])
 
 
 # ---------------------------------------------------------------- models at matched size
@@ -276,7 +258,7 @@ def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warm
     """
     if task.kind != "lm":
         raise ValueError(f"train_lm: task {task.name!r} is a {task.kind!r} task; pass a language-modelling task")
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    dev = pick_device(device)
     train_cfg = dict(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
                      eval_every=eval_every, eval_batches=eval_batches)
     ckpt = None
@@ -294,7 +276,7 @@ def train_lm(name, model, task, *, steps, batch_size, lr, weight_decay=0.0, warm
 @torch.no_grad()
 def answer_accuracy(model, loader, device="auto"):
     """Share of scored targets (y != -100) predicted right by argmax: a recall task's answer accuracy."""
-    dev = pick_device(device) if isinstance(device, str) else torch.device(device)
+    dev = pick_device(device)
     return evaluate(model, loader, "lm", dev)["accuracy"]
 
 
@@ -312,67 +294,6 @@ def decode_bytes(tokens):
         raise ValueError("decode_bytes: token ids must lie in 0..255 (byte-level tokens); decode other "
                          "vocabularies with their tokenizer")
     return bytes(int(t) for t in ids).decode("utf-8", errors="replace")
-
-
-@torch.no_grad()
-def generate(model, prompt_tokens, n, temperature=1.0, top_k=None, seed=0, cache=False):
-    """Append `n` sampled tokens to `prompt_tokens` ((L,) or (B, L) ids) → (L + n,) or (B, L + n).
-
-    Each step feeds the last `model.l_max` tokens, divides the last logits by `temperature` (0 = greedy argmax),
-    keeps the `top_k` largest (None = all) and samples with a generator seeded by `seed`: equal seeds, equal output.
-    cache=True: one `model.prefill` of the prompt, then one `model.step` per token (KV cache for attention, the
-    state for recurrent layers, see CausalLM.prefill); it keeps the whole history, so L + n − 1 ≤ l_max, and gives
-    the tokens the uncached loop gives whenever the two forms compute the same logits.
-    """
-    if not isinstance(prompt_tokens, torch.Tensor) or prompt_tokens.is_floating_point() or \
-            prompt_tokens.ndim not in (1, 2) or prompt_tokens.shape[-1] < 1:
-        raise ValueError("generate: prompt_tokens must be a non-empty integer tensor (L,) or (B, L); encode text "
-                         "with encode_bytes")
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"generate: n must be an int ≥ 0, got {n!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"generate: temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
-    V = model.vocab_size
-    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= V):
-        raise ValueError(f"generate: top_k must be None or an int in 1..{V}, got {top_k!r}")
-    if cache and prompt_tokens.shape[-1] + n - 1 > model.l_max:
-        raise ValueError(f"generate(cache=True): prompt ({prompt_tokens.shape[-1]}) + n ({n}) − 1 tokens exceed "
-                         f"l_max={model.l_max}; the cache keeps the whole history (use cache=False for a sliding "
-                         "window, or a model with a larger l_max)")
-    dev = next(model.parameters()).device
-    squeeze = prompt_tokens.ndim == 1
-    x = prompt_tokens.long().to(dev)
-    x = x[None] if squeeze else x  # (B, L)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    was_training = model.training
-    model.eval()
-    try:
-        state = None
-        for _ in range(n):
-            if not cache:
-                logits = model(x[:, -model.l_max:])[:, -1]  # (B, V)
-            elif state is None:
-                logits, state = model.prefill(x)
-                logits = logits[:, -1]  # (B, V)
-            else:
-                logits, state = model.step(x[:, -1], state)  # (B, V)
-            x = torch.cat([x, next_token(logits, temperature, top_k, gen)], dim=1)  # (B, L + 1)
-    finally:
-        model.train(was_training)
-    return x[0] if squeeze else x
-
-
-def next_token(logits, temperature, top_k, gen):
-    """Sample the next ids (B, 1) from logits (B, V): greedy at temperature 0, else softmax(logits / T) over the
-    top_k largest (None = all), drawn with the torch.Generator `gen`."""
-    logits = logits.float()
-    if temperature == 0:
-        return logits.argmax(-1, keepdim=True)  # (B, 1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)  # (B, 1)
 
 
 def _gpt2_encoding(who):
