@@ -73,9 +73,12 @@ def _check_tokens(x, vocab_size, l_max, who):
     if not 1 <= x.shape[1] <= l_max:
         raise ValueError(f"{who}: sequence length L={x.shape[1]} is outside 1..{l_max}; build the model with "
                          f"l_max ≥ {x.shape[1]} or crop the input")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
-        raise ValueError(f"{who}: token ids must lie in [0, {vocab_size}), got min {int(x.min())} max "
-                         f"{int(x.max())}; build the model with vocab_size > {int(x.max())}")
+    if torch.compiler.is_compiling() or not x.numel():  # the range needs the values on the host: eager only
+        return
+    lo, hi = (int(v) for v in torch.aminmax(x))
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{who}: token ids must lie in [0, {vocab_size}), got min {lo} max {hi}; build the "
+                         f"model with vocab_size > {hi}")
 
 
 class SequenceClassifier(nn.Module):

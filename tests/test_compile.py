@@ -1,0 +1,86 @@
+"""torch.compile(fullgraph=True) of the layers: same outputs and gradients as eager, no graph break.
+
+A graph break or a data-dependent host sync inside a forward makes `fullgraph=True` raise, so these tests fail on
+either. The NaN/Inf check of `fft_conv` is eager-only (lconv.conv.finite_check_enabled): the last tests pin that
+it still raises its clear error in eager mode and is skipped where it would cost a device sync.
+"""
+import pytest
+import torch
+
+from lconv.conv import fft_conv, finite_check_enabled
+from lconv.models import SequenceClassifier
+
+pytestmark = pytest.mark.slow
+
+
+def _classifier(mixer, **kw):
+    torch.manual_seed(0)
+    return SequenceClassifier(d_input=1, n_classes=10, d_model=16, n_layers=2, l_max=128, mixer=mixer,
+                              prenorm=False, dropout=0.0, **kw)
+
+
+def _grads(model, x, forward=None):
+    """Output and parameter gradients of `forward` (default: the model itself; a compiled wrapper shares its
+    parameters)."""
+    model.zero_grad(set_to_none=True)
+    y = (model if forward is None else forward)(x)
+    y.square().sum().backward()
+    return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("mixer, kw", [("longconv", dict(lam=0.002, smooth_window=3)), ("s4d", {})],
+                         ids=["longconv-squash-smooth", "s4d"])
+def test_fullgraph_compile_matches_eager(backend, mixer, kw):
+    model = _classifier(mixer, **kw)
+    x = torch.randn(3, 128, 1, generator=torch.Generator().manual_seed(1))
+    y_ref, g_ref = _grads(model, x)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    y, g = _grads(model, x, compiled)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    assert g.keys() == g_ref.keys()
+    for name in g_ref:
+        torch.testing.assert_close(g[name], g_ref[name], rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_nan_input_still_raises_in_eager():
+    u, k = torch.randn(2, 4, 64), torch.randn(4, 64)
+    u[1, 2, 5] = float("nan")
+    with pytest.raises(ValueError, match="u contains NaN or Inf"):
+        fft_conv(u, k)
+    model = _classifier("longconv")
+    x = torch.randn(2, 128, 1)
+    x[0, 3] = float("inf")
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        model(x)
+
+
+def test_finite_check_policy(monkeypatch):
+    monkeypatch.delenv("LCONV_CHECK_FINITE", raising=False)
+    assert finite_check_enabled("cpu") and not finite_check_enabled("cuda")  # a GPU forward never syncs
+    monkeypatch.setenv("LCONV_CHECK_FINITE", "1")
+    assert finite_check_enabled("cuda")
+    monkeypatch.setenv("LCONV_CHECK_FINITE", "0")
+    assert not finite_check_enabled("cpu")
+    u = torch.full((1, 2, 8), float("nan"))
+    assert torch.isnan(fft_conv(u, torch.randn(2, 8))).all()  # switched off: NaN passes through, as documented
+    monkeypatch.setenv("LCONV_CHECK_FINITE", "yes")
+    with pytest.raises(ValueError, match="LCONV_CHECK_FINITE='yes'"):
+        fft_conv(u, torch.randn(2, 8))
+
+
+def test_fullgraph_compile_token_input_and_h3():
+    """Token ids (ListOps-style) through an H3 mixer: the id-range check is eager-only, so the graph is whole."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=20, n_classes=10, d_model=16, n_layers=2, l_max=64, mixer="h3",
+                               prenorm=True)
+    x = torch.randint(0, 20, (3, 64), generator=torch.Generator().manual_seed(2))
+    y_ref, g_ref = _grads(model, x)
+    torch._dynamo.reset()
+    y, g = _grads(model, x, torch.compile(model, backend="aot_eager", fullgraph=True))
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    for name in g_ref:
+        torch.testing.assert_close(g[name], g_ref[name], rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 20\)"):
+        model(x + 1)
