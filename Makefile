@@ -50,7 +50,7 @@ lab: setup ## open JupyterLab on notebooks/ with the lconv kernel
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 bench: $(SETUP) ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
-	$(PY) -m kernels.bench
+	$(PY) -m lconv.kernels.bench
 
 clean: ## remove build outputs (executed notebooks, figures, results, caches)
 	rm -rf build .pytest_cache

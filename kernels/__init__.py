@@ -1,6 +1,6 @@
 """kernels: FlashButterfly, the fused Butterfly FFT convolution, in Triton (falls back to PyTorch without Triton).
 
-    from kernels import FlashButterflyConv
+    from lconv.kernels import FlashButterflyConv
     conv = FlashButterflyConv(seqlen=2 * L, dtype=torch.float16)   # seqlen is the FFT size N
     y = conv(u, k)                                                  # u (B, H, L) fp16, k (H, L) fp32
     y = conv(u, k, pregate, postgate)                               # postgate ⊙ conv(pregate ⊙ u, k), fused

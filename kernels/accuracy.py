@@ -1,4 +1,4 @@
-"""python -m kernels.accuracy: the fp16/bf16 error table of every FlashButterfly path against fp64.
+"""python -m lconv.kernels.accuracy: the fp16/bf16 error table of every FlashButterfly path against fp64.
 
 Motivation
 ----------
@@ -19,11 +19,11 @@ Families:
   - "mixed":      two samples, the first 1000× the second; only the second sample's outputs are scored (y, du and
                   the gates' gradients: dk sums over samples by definition and is left out).
 A non-finite output counts as an infinite error. On a CPU the kernels run through Triton's interpreter
-(TRITON_INTERPRET=1 before `import kernels`), where bf16 dots run in fp32: the CPU bf16 column checks scaling, loads
+(TRITON_INTERPRET=1 before `import lconv.kernels`), where bf16 dots run in fp32: the CPU bf16 column checks scaling, loads
 and stores, not bf16 tensor-core rounding.
 
-    TRITON_INTERPRET=1 python -m kernels.accuracy            # CPU, interpreter
-    python -m kernels.accuracy --out results                 # GPU: also writes results/accuracy-<device>-<time>.json
+    TRITON_INTERPRET=1 python -m lconv.kernels.accuracy            # CPU, interpreter
+    python -m lconv.kernels.accuracy --out results                 # GPU: also writes results/accuracy-<device>-<time>.json
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""python -m kernels.bench: FlashButterfly against PyTorch FFT convolutions, N = 256 … 1M, on one GPU.
+"""python -m lconv.kernels.bench: FlashButterfly against PyTorch FFT convolutions, N = 256 … 1M, on one GPU.
 
 What it measures (triton.testing.do_bench, median ms), per FFT size N, dtype (fp16, bf16) and mode:
   - "plain"  L = N (circular, the peer's setting), "gated" L = N with pregate and postgate (the peer's published
@@ -572,7 +572,7 @@ def recorded_report(shown, label, results_dir=RESULTS_DIR) -> tuple[str, list[di
     forward speed-ups against the paper's target (lconv.paper.TARGET_FWD_VS_RFFT)."""
     if shown is None:
         return (f"There are NO recorded GPU results yet in {results_dir}: this workbook has not been benchmarked on a "
-                "GPU.\nTo produce them, run `make bench` (python -m kernels.bench) on a machine with an NVIDIA GPU and "
+                "GPU.\nTo produce them, run `make bench` (python -m lconv.kernels.bench) on a machine with an NVIDIA GPU and "
                 "commit the results/bench-*.json|csv|png it writes."), []
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -610,7 +610,7 @@ def learned_report(recorded) -> str:
     learned_rows = [r for r in rows if r["mode"] == "learned"]
     if not learned_rows:
         return ("No GPU timings of the learned Butterfly kernel are recorded in results/ yet: the fixed-vs-learned "
-                "runtime claim is untested here. On a GPU: python -m kernels.bench --modes plain learned --N 256 1024 "
+                "runtime claim is untested here. On a GPU: python -m lconv.kernels.bench --modes plain learned --N 256 1024 "
                 "4096 (writes results/ with provenance; merge it with earlier runs by --merge).")
     prov = recorded["provenance"]
     lines = [f"RECORDED, NOT MEASURED NOW — {recorded['path']}: {prov.get('device')}, commit {prov.get('commit')}"]

@@ -2,7 +2,7 @@
 fused kernels (kernels/flash_butterfly.py) and the three-pass kernels (kernels/three_pass.py).
 
 Nothing here is a kernel: FUSED_N / THREE_PASS_N / SUPPORTED_N (the FFT sizes), HAS_TRITON / INTERPRET (decided at
-import: TRITON_INTERPRET=1 must be set before `import kernels`), the input checks (every bad input raises ValueError
+import: TRITON_INTERPRET=1 must be set before `import lconv.kernels`), the input checks (every bad input raises ValueError
 naming the fix, before anything is launched), `pick_backend` over lconv.conv.BACKENDS, the fp32 re/im tables of
 both algorithms (`get_plan`, cached per device), the k_f layouts, the tuned launch settings (TUNING), the batch split
 (`chunks`) and `launch`, which checks each compiled configuration against the GPU's shared memory first. Imports
@@ -133,7 +133,7 @@ def pick_backend(u: torch.Tensor, backend: str, warn: bool = True) -> str:
     can_triton = HAS_TRITON and (u.is_cuda or (u.device.type == "cpu" and INTERPRET))
     if backend == "triton" and not can_triton:
         raise ValueError("backend='triton' needs Triton and a CUDA tensor, or CPU tensors with TRITON_INTERPRET=1 "
-                         "set before `import kernels`; use backend='torch' or 'auto' otherwise")
+                         "set before `import lconv.kernels`; use backend='torch' or 'auto' otherwise")
     if backend == "auto":
         if warn and u.is_cuda and not HAS_TRITON:
             warnings.warn("Triton is not installed: FlashButterflyConv runs the PyTorch reference", stacklevel=3)
@@ -217,7 +217,7 @@ def chunks(n_rows: int, rows: int, device: torch.device, rows_per_prog: int | No
 
 
 # Launch settings of the fused fixed-FFT kernels by FFT size and pass (one tile per program, no software
-# pipelining), measured with `python -m kernels.sweep` on an H100 (fp16, B=64, H=768; results/raw/sweep-*) for the
+# pipelining), measured with `python -m lconv.kernels.sweep` on an H100 (fp16, B=64, H=768; results/raw/sweep-*) for the
 # packed-pair kernel this one replaced (tiles of N points; now N/2): fewer warps per program was much faster until
 # the tiles spilled. fwd ms at 2 / 4 / 8 warps: N=256 0.049 / 0.083 / 0.142, N=1024 0.142 / 0.211 / 0.442,
 # N=4096 36.6 (spilled) / 0.581 / 1.335; N=512 0.064 / 0.068, N=2048 0.451 / 0.308. bwd: N=256 0.080 / 0.141 /

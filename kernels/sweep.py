@@ -1,4 +1,4 @@
-"""python -m kernels.sweep: time launch settings of the fused fixed-FFT kernels on a GPU, side by side in one run.
+"""python -m lconv.kernels.sweep: time launch settings of the fused fixed-FFT kernels on a GPU, side by side in one run.
 
 For each FFT size N (fp16, B = 64, H = 768, L = N) and pass (fwd, bwd), every combination of num_warps and
 PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against torch's fp32 rfft convolution (max |error|, NaN fails) and

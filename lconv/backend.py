@@ -1,4 +1,4 @@
-"""The one door from lconv to the Triton kernels: `import kernels` happens here and nowhere else in lconv, lazily.
+"""The one door from lconv to the Triton kernels: `import lconv.kernels` happens here and nowhere else in lconv, lazily.
 
     from lconv import backend
     if backend.use_triton(u, N, layer.backend):              # backend: one of lconv.conv.BACKENDS
@@ -26,7 +26,7 @@ def check_backend(backend, who: str) -> str:
 def kernels_module(who: str = "backend='triton'"):
     """The `kernels` package (imported lazily, here only); ImportError naming the fix where it cannot be imported."""
     try:
-        import kernels
+        import lconv.kernels as kernels
     except Exception as exc:  # ImportError, or Triton failing to initialise
         raise ImportError(f"{who} needs `kernels` (Triton + a GPU, or TRITON_INTERPRET=1 on CPU); importing it failed "
                           f"with {type(exc).__name__}: {exc}. Use backend='torch' (or 'auto' to fall back "

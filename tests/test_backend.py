@@ -26,7 +26,7 @@ def test_backend_vocabulary_and_errors():
 
 
 def test_a_missing_kernels_package_is_a_clear_import_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "kernels", None)  # `import kernels` now fails
+    monkeypatch.setitem(sys.modules, "lconv.kernels", None)  # `import lconv.kernels` now fails
     assert backend.triton_available() is False
     with pytest.raises(ImportError, match=r"backend='torch'"):
         backend.kernels_module("LongConv(backend='triton')")

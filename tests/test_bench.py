@@ -10,7 +10,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from kernels import bench  # noqa: E402
+from lconv.kernels import bench  # noqa: E402
 
 
 def test_peak_bandwidth_table_by_device_name():
@@ -144,7 +144,7 @@ def test_no_gpu_exit_path(monkeypatch, capsys, tmp_path):
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     assert "no GPU: skipping" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())
-    from kernels import sweep
+    from lconv.kernels import sweep
 
     assert sweep.main(["--N", "1024", "--out", str(tmp_path)]) == 0
     assert "no GPU: skipping" in capsys.readouterr().out

@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_kernels import EPS, assert_error_rule, assert_isolated, needs_triton, torch_conv
 
-import kernels
-import kernels.flash_butterfly
-import kernels.launch
+from lconv import kernels
+import lconv.kernels.flash_butterfly
+import lconv.kernels.launch  # noqa: F401  (loads the submodule read as kernels.launch)
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # compiled on a GPU, interpreted on CPU
 

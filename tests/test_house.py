@@ -20,17 +20,25 @@ DOOR = "lconv.backend"
 # What kernels may import from lconv: the reference maths and the leaves below it (DESIGN.md). The benchmark script
 # is an entry point at the top of the house and may also build the S4D layer it times against.
 KERNELS_MAY_IMPORT = {"lconv", "lconv.butterfly", "lconv.conv", "lconv.results", "lconv.paper"}
-ENTRY_POINTS = {"kernels.bench": {"lconv.layers"}}
+ENTRY_POINTS = {"lconv.kernels.bench": {"lconv.layers"}}
+KERNELS = "lconv.kernels"  # the folder kernels/, installed and imported under lconv (the symlink lconv/kernels)
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(REPO).with_suffix("").parts)
+    parts = ["lconv", *parts] if parts[0] == "kernels" else parts  # kernels/x.py is lconv.kernels.x
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _files():
+    """Every module file once: kernels/ itself, not again through the symlink lconv/kernels."""
+    return [p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))
+            if not p.relative_to(REPO).parts[:2] == ("lconv", "kernels")]
+
+
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+    return {_module_name(p): p for p in _files()}
 
 
 def _imports(name: str, path: Path, modules: dict) -> set[str]:
@@ -52,7 +60,7 @@ def _imports(name: str, path: Path, modules: dict) -> set[str]:
         else:
             continue
         for t in targets:
-            while t and t not in modules:  # `import kernels.io_model.x` → the longest known module
+            while t and t not in modules:  # `import lconv.kernels.io_model.x` → the longest known module
                 t = t.rpartition(".")[0]
             if t and t != name:
                 out.add(t)
@@ -104,36 +112,36 @@ def test_no_import_circle(graph):
 def test_the_graph_reader_sees_circles_and_relative_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     modules = _modules()
-    assert "kernels.launch" in _imports("kernels.three_pass", modules["kernels.three_pass"], modules)
+    assert f"{KERNELS}.launch" in _imports(f"{KERNELS}.three_pass", modules[f"{KERNELS}.three_pass"], modules)
     assert "lconv.backend" in _imports("lconv.layers", modules["lconv.layers"], modules)
 
 
 def test_lconv_reaches_kernels_only_through_the_door(graph):
     doors = sorted(m for m, deps in graph.items()
-                   if m.startswith("lconv") and any(d == "kernels" or d.startswith("kernels.") for d in deps))
+                   if not m.startswith(KERNELS) and any(d == KERNELS or d.startswith(KERNELS + ".") for d in deps))
     assert doors == [DOOR], f"imports of kernels inside lconv outside {DOOR}: {sorted(set(doors) - {DOOR})}"
 
 
 def test_kernels_import_only_the_bottom_floor_of_lconv(graph):
     for m, deps in graph.items():
-        if m.startswith("kernels"):
-            upward = {d for d in deps if d.startswith("lconv")} - KERNELS_MAY_IMPORT - ENTRY_POINTS.get(m, set())
+        if m.startswith(KERNELS):
+            upward = {d for d in deps if d.startswith("lconv") and not d.startswith(KERNELS)} - KERNELS_MAY_IMPORT - ENTRY_POINTS.get(m, set())
             assert not upward, f"{m} imports {sorted(upward)} from above the reference floor"
 
 
 def test_kernel_files_import_their_siblings_relatively():
     for path in sorted((REPO / "kernels").glob("*.py")):
         absolute = [n.module for n in ast.walk(ast.parse(path.read_text()))
-                    if isinstance(n, ast.ImportFrom) and not n.level and (n.module or "").split(".")[0] == "kernels"]
+                    if isinstance(n, ast.ImportFrom) and not n.level and (n.module or "").startswith(("kernels", KERNELS))]
         absolute += [a.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Import)
-                     for a in n.names if a.name.split(".")[0] == "kernels"]
+                     for a in n.names if a.name.startswith(("kernels", KERNELS))]
         assert not absolute, f"{path.name}: `from .x import ...` inside kernels/, not {absolute}"
 
 
 # ---------------------------------------------------------------- one definition each
 
 def _trees():
-    return {p: ast.parse(p.read_text()) for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+    return {p: ast.parse(p.read_text()) for p in _files()}
 
 
 def _strings(node):
@@ -212,3 +220,17 @@ def test_notebooks_hold_no_verdict_logic_and_no_paper_numbers(path):
                                                                 isinstance(k.value, int) for k in node.keys) \
                     and all(isinstance(v, ast.Tuple) for v in node.values):
                 raise AssertionError(f"{path.name} cell {i}: a table of numbers pasted in (lconv.paper holds them)")
+
+
+def test_no_top_level_kernels_import():
+    """`kernels` is another distribution's import name (Hugging Face's): ours is only ever lconv.kernels."""
+    sources = {p: p.read_text() for p in [*_files(), *sorted((REPO / "tests").glob("*.py"))]}
+    sources.update({nb: "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"]
+                                  if c["cell_type"] == "code") for nb in NOTEBOOKS})
+    bad = []
+    for path, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            bad += [f"{path.name}: {n}" for n in names if n == "kernels" or n.startswith("kernels.")]
+    assert not bad, f"import lconv.kernels instead: {bad}"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels.io_model import (HALF_POINTWISE_FLOPS, Transfer, conv_flops, flash_butterfly_io, io_ratio,
+from lconv.kernels.io_model import (HALF_POINTWISE_FLOPS, Transfer, conv_flops, flash_butterfly_io, io_ratio,
                               monarch_fft_flops, on_chip_bytes, radix2_fft_flops, roofline_ms, three_pass_flops,
                               three_pass_io, torch_fft_conv_io, total_bytes)
 from lconv.butterfly import default_sizes, half_sizes

@@ -15,8 +15,8 @@ import textwrap
 import pytest
 import torch
 
-import kernels
-from kernels import flash_butterfly as fb, launch as kl
+from lconv import kernels
+from lconv.kernels import flash_butterfly as fb, launch as kl
 from lconv.butterfly import real_butterfly_conv
 from lconv.conv import fft_conv
 
@@ -333,7 +333,7 @@ def test_every_path_meets_the_error_rule_on_issue14_families(family, dtype):
     causal / gated), every output and gradient, finite and within 4× PyTorch's relative error + 4 ulps; dk and the
     block gradients (fp32 outputs, PyTorch's error there is fp32's) within 8 ulps of the input dtype. "mixed" scores
     the small sample next to one 1000× larger."""
-    from kernels import accuracy
+    from lconv.kernels import accuracy
 
     eps = EPS[accuracy.DTYPES[dtype]]
     for path in accuracy.PATHS:
@@ -410,7 +410,7 @@ if kernels.HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels.flash_butterfly import _row_start
+    from lconv.kernels.flash_butterfly import _row_start
 
     @triton.jit
     def _offset_probe(out_ptr, b, h, H, L):
@@ -435,7 +435,7 @@ COMPILE_CHECK = textwrap.dedent(r"""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from kernels import flash_butterfly as fb, launch as kl, three_pass as tp
+    from lconv.kernels import flash_butterfly as fb, launch as kl, three_pass as tp
     from lconv import butterfly
 
     def compile_ttir(fn, consts, opts):

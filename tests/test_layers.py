@@ -192,7 +192,7 @@ def test_longconv_bad_input():
 
 
 def test_triton_backend_missing_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "kernels", None)  # `import kernels` now fails
+    monkeypatch.setitem(sys.modules, "lconv.kernels", None)  # `import lconv.kernels` now fails
     with pytest.raises(ImportError, match=r"backend='torch'"):
         LongConv(4, 16, backend="triton")
     layer = LongConv(4, 16, backend="auto")  # falls back to torch

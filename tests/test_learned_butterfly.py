@@ -6,7 +6,7 @@ from lconv.butterfly import default_sizes, dft_matrix
 from lconv.conv import fft_conv
 from lconv.layers import LongConv, optim_tag
 from lconv.train import optimizer_groups
-from kernels.io_model import block_flops, conv_flops
+from lconv.kernels.io_model import block_flops, conv_flops
 from lconv.backend import triton_available
 from lconv.butterfly import learned_butterfly_conv, learned_transform, learned_transform_matrix
 from lconv.learned_butterfly import (LearnedButterfly, LearnedButterflyLongConv, butterfly_modules, butterfly_params,
@@ -201,10 +201,10 @@ def test_flop_count_does_not_depend_on_block_values():
 @pytest.mark.skipif(not triton_available(), reason="kernels cannot be imported here (no Triton)")
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_triton_path_matches_reference_forward_and_backward(per_channel):
-    from kernels import INTERPRET, flash_butterfly_conv
+    from lconv.kernels import INTERPRET, flash_butterfly_conv
 
     if not (INTERPRET or torch.cuda.is_available()):
-        pytest.skip("needs the Triton interpreter (TRITON_INTERPRET=1 before `import kernels`) or a GPU")
+        pytest.skip("needs the Triton interpreter (TRITON_INTERPRET=1 before `import lconv.kernels`) or a GPU")
     N, H, L = 256, 2, 100
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     dft1, dft2 = (b.to(torch.complex64).to(dev).requires_grad_()
@@ -224,10 +224,9 @@ def test_triton_path_matches_reference_forward_and_backward(per_channel):
 
 @pytest.mark.skipif(not triton_available(), reason="kernels cannot be imported here (no Triton)")
 def test_layer_triton_backend_matches_torch_backend():
-    import kernels
-
+    from lconv import kernels
     if not (kernels.INTERPRET or torch.cuda.is_available()):
-        pytest.skip("needs the Triton interpreter (TRITON_INTERPRET=1 before `import kernels`) or a GPU")
+        pytest.skip("needs the Triton interpreter (TRITON_INTERPRET=1 before `import lconv.kernels`) or a GPU")
     layer = LearnedButterflyLongConv(4, 64, channels=2, backend="triton", butterfly_init="dft+noise",
                                      butterfly_noise=0.05, per_channel=True, lam=0.0)
     assert layer.butterfly.N == 256

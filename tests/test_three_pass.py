@@ -10,8 +10,8 @@ import torch
 
 from test_kernels import assert_error_rule, assert_isolated
 
-import kernels
-from kernels import launch as kl, three_pass as tp
+from lconv import kernels
+from lconv.kernels import launch as kl, three_pass as tp
 from lconv.butterfly import three_pass_reference, three_pass_sizes
 from lconv.conv import fft_conv
 
@@ -242,8 +242,7 @@ def test_bad_inputs_raise_value_error_naming_the_fix(bad, match):
 @needs_triton
 def test_public_api_dispatches_long_fft_sizes_here():
     """kernels.FlashButterflyConv(seqlen=N > 4096) runs the three-pass kernels (wired in kernels/conv.py)."""
-    import kernels
-
+    from lconv import kernels
     u, k = (torch.randn(2, 2, 4000) * 0.02).half(), torch.randn(2, 4000)
     pre, post = torch.rand_like(u), torch.rand_like(u)
     y = kernels.FlashButterflyConv(8192, dtype=torch.float16)(u, k, pre, post)
