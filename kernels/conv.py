@@ -5,7 +5,8 @@ in fp32/fp16/bf16, k is (H, Lk) fp32; L = N/2 gives a causal linear convolution,
 forward(u, k, pregate, postgate) = postgate ⊙ conv(pregate ⊙ u, k) with the gates fused into the kernel.
 `flash_butterfly_conv(..., dft1=, dft2=)` runs u's forward transform with learned Butterfly blocks (learned kernels).
 
-Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py (FlashButterflyFn); N = 8192 …
+Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py (the torch.library operator
+lconv::flash_butterfly_fwd with its registered backward; FlashButterflyFn for learned blocks); N = 8192 …
 2^20 the three-pass kernels of kernels/three_pass.py (ThreePassFn); SUPPORTED_N lists both. This file is the public
 face only: checks, tables and launches live in kernels/launch.py, the kernels and their autograd in the two files.
 Each row of u is convolved on its own (no sample's values or size reach another's output), and fp16/bf16 rows are
@@ -28,7 +29,7 @@ from .launch import (BACKENDS, FUSED_N, HAS_TRITON, INTERPRET, SUPPORTED_N, THRE
                      check_inputs, check_inputs_three_pass, check_seqlen, pick_backend)
 
 if HAS_TRITON:
-    from .flash_butterfly import FlashButterflyFn
+    from .flash_butterfly import FlashButterflyFn, flash_butterfly_op
     from .three_pass import ThreePassFn
 
 
@@ -71,6 +72,8 @@ def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torc
         return three_pass_conv(u, k, N, pregate, postgate, backend=backend)
     if pick_backend(u, backend) == "torch" or u.numel() == 0 or k.numel() == 0:  # empty: nothing to launch
         return _reference(u, k, N, pregate, postgate, dft1, dft2)
+    if dft1 is None and dft2 is None:  # the torch.library operator lconv::flash_butterfly_fwd: one graph node
+        return flash_butterfly_op(u, k, pregate, postgate, N)[0]
     return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)
 
 

@@ -783,3 +783,56 @@ class FlashButterflyFn(torch.autograd.Function):
         du, dk, dpre, dpost, db1, db2 = _bwd(u, dy, k_f, ctx.N, ctx.Lk, pregate, postgate, ctx.blocks, need)
         N1, N2 = default_sizes(ctx.N)
         return du, dk, dpre, dpost, _block_grad(db1, dft1, N1), _block_grad(db2, dft2, N2), None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fixed-FFT path as torch.library operators: torch.compile keeps each as one opaque node of its graph (no graph
+# break, no tracing into the launcher) and CUDA-graph capture sees plain kernel launches. Learned blocks stay on
+# FlashButterflyFn. Schemas are written out (this module postpones its annotations).
+# ---------------------------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("lconv::flash_butterfly_fwd", mutates_args=(),
+                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N) -> (Tensor, Tensor)")
+def flash_butterfly_op(u, k, pregate, postgate, N):
+    """(y, k_f): y (B, H, L) in u's dtype by the fused forward kernel; k_f (H, 2, N) fp32, saved for the backward."""
+    k_f = k_f_planes(k, N)  # (H, 2, N) fp32, once per call
+    return _fwd(u, k_f, N, pregate, postgate), k_f
+
+
+@flash_butterfly_op.register_fake
+def _(u, k, pregate, postgate, N):
+    return torch.empty_like(u), k.new_empty((k.shape[0], 2, N), dtype=torch.float32)
+
+
+@torch.library.custom_op("lconv::flash_butterfly_bwd", mutates_args=(),
+                         schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, SymInt N, "
+                                "SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
+def flash_butterfly_bwd_op(u, dy, k_f, pregate, postgate, N, Lk, need):
+    """(du, dk, dpregate, dpostgate) by the fused backward kernel; an empty tensor where `need` (4 flags) says no."""
+    grads = _bwd(u, dy, k_f, N, Lk, pregate, postgate, None, (*need, False, False))[:4]
+    return tuple(u.new_empty(0) if g is None else g for g in grads)
+
+
+@flash_butterfly_bwd_op.register_fake
+def _(u, dy, k_f, pregate, postgate, N, Lk, need):
+    gated = pregate is not None
+    shapes = (u.shape, (k_f.shape[0], Lk), u.shape if gated else (0,), u.shape if gated else (0,))
+    dtypes = (u.dtype, torch.float32, u.dtype, u.dtype)
+    return tuple(u.new_empty(s if flag else (0,), dtype=d) for s, d, flag in zip(shapes, dtypes, need))
+
+
+def _op_setup_context(ctx, inputs, output):
+    u, k, pregate, postgate, N = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(u, output[1], pregate, postgate)
+    ctx.N, ctx.Lk = N, k.shape[-1]
+
+
+def _op_backward(ctx, dy, _dk_f):
+    u, k_f, pregate, postgate = ctx.saved_tensors
+    need = [bool(f) for f in ctx.needs_input_grad[:4]]
+    grads = flash_butterfly_bwd_op(u, dy.to(u.dtype).contiguous(), k_f, pregate, postgate, ctx.N, ctx.Lk, need)
+    return (*(g if flag else None for g, flag in zip(grads, need)), None)
+
+
+flash_butterfly_op.register_autograd(_op_backward, setup_context=_op_setup_context)

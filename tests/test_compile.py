@@ -84,3 +84,45 @@ def test_fullgraph_compile_token_input_and_h3():
         torch.testing.assert_close(g[name], g_ref[name], rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 20\)"):
         model(x + 1)
+
+
+def _flash_case(gated, device):
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(2, 4, 128, generator=g).to(device).requires_grad_()
+    k = torch.randn(4, 128, generator=g).to(device).requires_grad_()
+    gates = [torch.randn(2, 4, 128, generator=g).to(device).requires_grad_() for _ in range(2)] if gated else []
+    return [u, k, *gates]
+
+
+@pytest.mark.parametrize("backend, compile_backend", [("triton", "aot_eager"), ("triton", "inductor"),
+                                                      ("torch", "aot_eager")])
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_flash_butterfly_conv_fullgraph_compile(kernel_device, backend, compile_backend, gated):
+    """FlashButterflyConv (B, H, L) compiled whole: the Triton path is the operator lconv::flash_butterfly_fwd."""
+    from lconv.kernels import FlashButterflyConv, HAS_TRITON, INTERPRET
+    if backend == "triton" and not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton: a GPU, or TRITON_INTERPRET=1 before importing lconv.kernels")
+    module = FlashButterflyConv(256, dtype=torch.float32, backend=backend)
+    inputs = _flash_case(gated, kernel_device)
+    y_ref = module(*inputs)
+    y_ref.square().sum().backward()
+    g_ref = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    torch._dynamo.reset()
+    y = torch.compile(module, backend=compile_backend, fullgraph=True)(*inputs)
+    y.square().sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for t, g in zip(inputs, g_ref):
+        torch.testing.assert_close(t.grad, g, rtol=1e-5, atol=1e-5)
+
+
+def test_flash_butterfly_operator_passes_opcheck(kernel_device):
+    """torch.library.opcheck: schema, fake (meta) implementation and registered autograd agree with the kernel."""
+    from lconv.kernels import HAS_TRITON, INTERPRET
+    if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton")
+    from lconv.kernels.flash_butterfly import flash_butterfly_op
+    u, k, pre, post = _flash_case(True, kernel_device)
+    torch.library.opcheck(flash_butterfly_op, (u, k, None, None, 256))
+    torch.library.opcheck(flash_butterfly_op, (u, k, pre, post, 256))
