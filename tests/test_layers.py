@@ -260,3 +260,14 @@ def test_optimiser_tags_survive_deepcopy():
     groups = optimizer_groups(model, lr=1e-2, weight_decay=0.05)
     kernel_group = next(g for g in groups if any(p is model.kernel.raw for p in g["params"]))
     assert kernel_group["lr"] == 5e-4 and kernel_group["weight_decay"] == 0.0
+
+
+def test_readme_drop_in_example_runs():
+    """README's 'Using lconv in your own model' example, executed as printed."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("class Block(nn.Module):")
+    code = text[text.rindex("```python", 0, start) + len("```python"):text.index("```", start)]
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["y"].shape == (8, 1024, 64) and torch.isfinite(scope["y"]).all()
