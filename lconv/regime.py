@@ -10,6 +10,7 @@ point of that grid; `CELLS` names them, `STAGES` says which cells and seeds are 
 
     python -m lconv.regime record --stage grid --budget-s 3000      # one seed over the grid, resumable
     python -m lconv.regime record --stage seeds                      # seeds 1, 2 in the cells that matter
+    python -m lconv.regime record --stage confirm                    # seeds 1, 2 where seed 0 showed the effect
     python -m lconv.regime status                                     # what is recorded, what is pending
 
 Each (cell, seed) writes `results/regime/regime-<device>-quick-<hash>.json` through lconv.record.record (atomic rows,
@@ -91,7 +92,15 @@ STAGES = {
     "seeds": (["psmnist n1000 w32 klr-paper", "psmnist n1000 w32 klr-quick"], (1, 2)),
     "long": (["psmnist n1000 w32 klr-paper long"], (0,)),
     "kdrop": (["psmnist n1000 w32 klr-paper kdrop"], (0,)),
+    # the one grid cell whose first seed showed the paper's direction beyond two (binomial) standard errors
+    "confirm": (["smnist n1000 w32 klr-quick"], (1, 2)),
 }
+
+
+# The cell notebook 02 reruns live (§3): the grid cell whose first seed showed the paper's direction; its
+# recorded seed 0, the two variants whose difference it showed. `steps` per profile: None = the recorded run.
+RERUN = dict(cell="smnist n1000 w32 klr-quick", seed=0, variants=("long conv", "+ Squash"),
+             steps={"smoke": 4, "quick": None, "full": None})
 
 
 def plan(name: str) -> Plan:
@@ -253,6 +262,46 @@ def regime_verdict(diffs) -> str:
             parts.append(f"no difference beyond two standard errors in {rest} cell{'s' * (rest > 1)}")
         lines.append(head + "; ".join(parts) + ".")
     return "\n".join(lines)
+
+
+def rerun_cell(name: str, *, seed: int = 0, variants=("long conv", "+ Squash"), steps: int | None = None,
+               device="auto", ckpt_dir=None, log: bool = False):
+    """Train `variants` of cell `name` again with exactly the recorded settings (plan(name), profile "quick" data,
+    `seed`), without writing a record: the notebook's live reproduction of a recorded cell. `steps` shortens every
+    run (the smoke profile; warm-up scaled) — then it is no longer the recorded run. Returns the Comparison
+    (`.table` with test/train accuracy per variant, `.kernels` {variant: {"init", "trained"}: (layers, C, H, L)}).
+
+    On a CPU with one thread the rerun of a recorded seed repeats the recorded numbers (same data, init and order);
+    Raises ValueError for an unknown cell or variant."""
+    from lconv.data import get_task
+    from lconv.experiments import compare
+    from lconv.experiments.squash_smooth import squash_smooth_variants
+
+    p = plan(name)
+    chosen = [v for v in squash_smooth_variants(**p.kernel) if v.name in variants]
+    if len(chosen) != len(variants):
+        known = [v.name for v in squash_smooth_variants(**p.kernel)]
+        raise ValueError(f"variants {list(variants)}: choose among {known}")
+    train = dict(p.train)
+    if steps is not None:
+        train.update(steps=steps, warmup=steps // 10, eval_every=max(1, steps // 2))
+    task = get_task(p.data, profile="quick", seed=seed, **p.overrides)
+    return compare(task, chosen, **train, seed=seed, device=device, ckpt_dir=ckpt_dir, log=log)
+
+
+def rerun_statement(rerun_table, runs, name: str, *, seed: int = 0, base="long conv", other="+ Squash") -> str:
+    """One sentence: the live rerun's `other` − `base` against the recorded run of the same cell and seed, and
+    whether the rerun repeated the recorded accuracies (to 0.1 point)."""
+    live = rerun_table.set_index("variant").test_accuracy
+    rec = runs[(runs.cell == name) & (runs.seed == seed)].set_index("variant").test_accuracy
+    d_live = 100 * (live[other] - live[base])
+    if base not in rec or other not in rec:
+        return f"{name}, seed {seed}: rerun {other} − {base} = {d_live:+.1f} points; no recorded run to compare."
+    d_rec = 100 * (rec[other] - rec[base])
+    same = all(abs(live[v] - rec[v]) < 1e-3 for v in (base, other))
+    return (f"{name}, seed {seed}: rerun now {other} − {base} = {d_live:+.1f} points "
+            f"({100 * live[base]:.1f} → {100 * live[other]:.1f} %); recorded {d_rec:+.1f} points — "
+            + ("the same run, repeated." if same else "not the same numbers (another machine, thread count or code)."))
 
 
 def plot_differences(runs, base="long conv", others=("+ Squash", "+ Smooth"), ax=None):

@@ -97,3 +97,23 @@ def test_the_verdict_names_cells_in_each_direction():
     assert regime.regime_verdict(regime.differences(runs.iloc[:0])) == "No regime cell has been recorded yet."
     fig = regime.plot_differences(runs, others=("+ Squash",))
     assert fig.axes[0].get_xlabel().startswith("test accuracy − long conv")
+
+
+def test_rerun_refuses_unknown_cells_and_variants():
+    with pytest.raises(ValueError, match="unknown regime cell"):
+        regime.rerun_cell("psmnist n9 w1 klr-paper")
+    with pytest.raises(ValueError, match="choose among"):
+        regime.rerun_cell(regime.RERUN["cell"], variants=("long conv", "+ Squish"))
+    assert regime.RERUN["cell"] in regime.CELLS
+
+
+def test_rerun_statement_says_whether_the_recorded_run_was_repeated():
+    name = "smnist n1000 w32 klr-quick"
+    runs = pd.DataFrame({"cell": name, "seed": 0, "variant": ["long conv", "+ Squash"], "test_accuracy": [0.74, 0.77]})
+    same = pd.DataFrame({"variant": ["long conv", "+ Squash"], "test_accuracy": [0.74, 0.77]})
+    other = pd.DataFrame({"variant": ["long conv", "+ Squash"], "test_accuracy": [0.75, 0.73]})
+    assert "+3.0 points" in regime.rerun_statement(same, runs, name) and "the same run" in \
+        regime.rerun_statement(same, runs, name)
+    assert "-2.0 points" in regime.rerun_statement(other, runs, name) and "not the same numbers" in \
+        regime.rerun_statement(other, runs, name)
+    assert "no recorded run" in regime.rerun_statement(same, runs.iloc[:0], name)
