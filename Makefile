@@ -43,8 +43,8 @@ test: $(SETUP) ## run the test suite (includes every notebook in the smoke profi
 reproduce: $(SETUP) ## execute every notebook into build/ (PROFILE=quick|full|smoke) and print the summary
 	$(PY) -m lconv.workbook run --profile $(PROFILE) --device $(DEVICE)
 
-lab: setup ## open JupyterLab on notebooks/ with the lconv kernel
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+lab: setup ## open JupyterLab on notebooks/ with the lconv kernel (adds --allow-root when run as root, and says so)
+	$(BIN)/python -m lconv.lab
 
 bench: $(SETUP) ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
 	$(PY) -m kernels.bench
