@@ -36,8 +36,8 @@ def _site(tmp_path, pages: dict) -> Path:
 @pytest.mark.timeout(300)
 def test_checks_fail_on_broken_pages_and_pass_on_a_clean_one(tmp_path):
     site = _site(tmp_path, {
-        "index.html": (f'<p>Euler: $$e^{{i\\pi}} + 1 = 0$$ and inline \\(x^2\\).</p><img src="data:image/png;base64,{PNG}">'
-                       '<a href="broken_image.html">next</a>'),
+        "index.html": (f'<p>Euler: $$e^{{i\\pi}} + 1 = 0$$ and inline \\(x^2\\).</p>'
+                       f'<img src="data:image/png;base64,{PNG}"><a href="broken_image.html">next</a>'),
         "broken_image.html": '<p>a figure</p><img src="figures/missing.png">',
         "broken_link.html": '<a href="nowhere.html">a page that does not exist</a>',
         "console_error.html": '<script>console.error("deliberate"); undefined_function();</script>',
