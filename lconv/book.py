@@ -91,6 +91,14 @@ def run_line(nb, results_file: Path) -> str:
     return " · ".join(parts)
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when inside it (build/claims.md), else as it is."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def build_book(build=BUILD, out=None, mathjax_source: Path = MATHJAX_DIR) -> Path:
     """Write the book of `build` (its notebooks/, results/, claims.md) to `out` (default build/book); return the
     path of index.html. Raises FileNotFoundError when `build` has no executed notebooks."""
@@ -113,7 +121,8 @@ def build_book(build=BUILD, out=None, mathjax_source: Path = MATHJAX_DIR) -> Pat
     ledger.cells = [nbformat.v4.new_markdown_cell((build / "claims.md").read_text())]
     ledger.metadata["title"] = "Claims ledger — lconv"
     pages = [{"href": "index.html", "title": "Claims ledger", "nb": ledger,
-              "run_line": f"the ledger of this build ({build / 'claims.json'}), written by `python -m lconv.claims`"}]
+              "run_line": f"the ledger of this build ({_shown(build / 'claims.md')}), written by lconv.claims from "
+                          f"{_shown(build / 'results')} and the recordings in results/"}]
     for path in notebooks:
         nb = nbformat.read(str(path), as_version=4)
         nb.metadata["title"] = f"{path.stem} — lconv"
