@@ -97,7 +97,7 @@ def test_ledger_from_fixture_results(fixture_run):
     out, rec = fixture_run
     rows, text = claims.write_ledger(out, rec)
     by_id = {r["id"]: r for r in rows}
-    assert [r["id"] for r in rows][:11] == [str(i) for i in range(1, 11)] + ["10b"]
+    assert [r["id"] for r in rows][:13] == ["1", "2", "3", "4", "4b", "5", "6", "7", "8", "9", "10", "10b", "11"]
     assert {r["verdict"] for r in rows} <= set(claims.VERDICTS)
     # 1: a mean over small stand-ins is not the LRA average; Squash did not help -> not reproduced, never "same"
     assert by_id["1"]["comparability"] == DIRECTION and by_id["1"]["verdict"] == NOT_AT_SCALE
@@ -106,6 +106,8 @@ def test_ledger_from_fixture_results(fixture_run):
     assert by_id["3"]["verdict"] == DIRECTION_ONLY
     # 4: byte-level KJV perplexity is not PILE perplexity; H3-Conv beats the Transformer -> direction only
     assert by_id["4"]["comparability"] == DIRECTION and by_id["4"]["verdict"] == DIRECTION_ONLY
+    assert by_id["4b"]["value"] == pytest.approx(100 * (10.77 - 10.9) / 10.9)  # within 5 %: as close as H3
+    assert by_id["4b"]["verdict"] == DIRECTION_ONLY
     # 5, 6: the speed rows are the recorded H100 numbers, never this run's CPU
     for cid in ("5", "6"):
         assert "H100" in by_id[cid]["device"] and "recorded" in by_id[cid]["device"]
