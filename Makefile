@@ -17,7 +17,7 @@ SETUP := setup
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data lint test reproduce lab bench clean clean-venv
+.PHONY: help setup data browser lint test reproduce book lab bench clean clean-venv
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,10 +32,13 @@ $(STAMP): env/requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name lconv --display-name "Python (lconv)" >/dev/null
 	@touch $@
 
-setup: $(STAMP) data ## create or refresh .venv from env/, register the Jupyter kernel, install the offline data
+setup: $(STAMP) data browser ## create or refresh .venv from env/, register the Jupyter kernel, install the offline data
 
 data: ## install the offline datasets (Fashion-MNIST, KJV text) from Debian packages when possible
 	@bash env/install-data.sh
+
+browser: ## install chromium and MathJax from Debian when missing (the HTML book and its browser test)
+	@bash env/install-browser.sh
 
 lint: $(SETUP) ## ruff over lconv/, kernels/, tests/ and the notebooks (the rules are in pyproject.toml)
 	$(PY) -m ruff check lconv kernels tests notebooks
@@ -46,8 +49,12 @@ test: $(SETUP) ## run the test suite (includes every notebook in the smoke profi
 reproduce: $(SETUP) ## execute every notebook into build/ (PROFILE=quick|full|smoke) and print the summary
 	$(PY) -m lconv.workbook run --profile $(PROFILE) --device $(DEVICE)
 
-lab: setup ## open JupyterLab on notebooks/ with the lconv kernel
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+book: $(SETUP) browser ## HTML book of the last `make reproduce` (build/book/index.html), checked in headless Chromium
+	$(PY) -m lconv.book
+	$(PY) -m lconv.browser build/book --screenshot build/book-first-page.png
+
+lab: setup ## open JupyterLab on notebooks/ with the lconv kernel (adds --allow-root when run as root, and says so)
+	$(BIN)/python -m lconv.lab
 
 bench: $(SETUP) ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
 	$(PY) -m lconv.kernels.bench

@@ -7,7 +7,8 @@ Each notebook runs in its own folder with the parameters `profile`, `device`, `s
 all five, is not run but reported FAILED with what to add (papermill would otherwise run it at its own settings and
 only log a warning). A failing notebook is reported (name, cell, error; the cell is its 0-based index in the source
 notebook, `nb.cells[i]`, not counting the cell papermill injects) and the others still run; the exit status is
-non-zero if any failed. Kernels talk to the runner over local IPC sockets, not TCP. The summary (each notebook's status and time, then every headline row from the notebooks'
+non-zero if any failed. At the end the claims ledger (lconv.claims) is written to `<out>/claims.md` and
+`<out>/claims.json` and opens the summary. Kernels talk to the runner over local IPC sockets, not TCP. The summary (each notebook's status and time, then every headline row from the notebooks'
 results files, see lconv.results) is printed and written to `<out>/summary.md`.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -118,15 +120,23 @@ def run_notebook(path: Path, out: Path, profile: str, device: str = "auto", seed
         return NotebookRun(path.stem, "FAILED", time.perf_counter() - start, _failure(err, parameters_index))
 
 
-def summary(runs: list[NotebookRun], out: Path, profile: str) -> str:
-    """The status table followed by the headline results table."""
-    lines = [f"# Workbook summary (profile: {profile})", "", "| notebook | status | time |", "|---|---|---|"]
+def summary(runs: list[NotebookRun], out: Path, profile: str, ledger: str = "") -> str:
+    """The claims ledger (lconv.claims, markdown), the status table, then the headline results table, whose "paper"
+    column says what the paper measured where it is not our measurement (lconv.claims.label_summary_rows)."""
+    from lconv.claims import label_summary_rows
+
+    lines = [f"# Workbook summary (profile: {profile})", ""]
+    if ledger:
+        lines += ["## Claims ledger (build/claims.md has the evidence behind each row)", "", ledger.strip(), ""]
+    lines += ["## Notebooks", "", "| notebook | status | time |", "|---|---|---|"]
     lines += [f"| {r.notebook} | {r.status} | {r.seconds:.0f} s |" for r in runs]
     for r in runs:
         if r.error:
             lines += ["", f"**{r.notebook} failed** at {r.error}"]
-    rows = load_results(out / "results") if (out / "results").exists() else []
-    lines += ["", "## Headline results", "", markdown_table(rows) if rows else "(no results recorded)"]
+    rows = label_summary_rows(load_results(out / "results")) if (out / "results").exists() else []
+    lines += ["", "## Headline results", "",
+              "A paper number in parentheses names what the paper measured: it is not the same measurement as ours.",
+              "", markdown_table(rows) if rows else "(no results recorded)"]
     return "\n".join(lines) + "\n"
 
 
@@ -142,8 +152,17 @@ def run_all(notebooks_dir: Path, out: Path, profile: str, device: str = "auto", 
         run = run_notebook(path, out, profile, device, seed)
         print(f"    {run.status} in {run.seconds:.0f} s {run.error}", flush=True)
         runs.append(run)
-    text = summary(runs, out, profile)
     out.mkdir(parents=True, exist_ok=True)
+    from lconv.claims import ledger_markdown, write_ledger
+
+    try:  # the claims ledger: build/claims.md and .json, from this run's results and the recordings in results/
+        rows, _ = write_ledger(out)
+        data = json.loads((out / "claims.json").read_text())
+        ledger = ledger_markdown(rows, data["run"], compact=True)
+    except Exception as err:  # reported as a failed step: the notebooks' results are still summarised
+        runs.append(NotebookRun("claims ledger", "FAILED", 0.0, f"{type(err).__name__}: {err}"))
+        ledger = ""
+    text = summary(runs, out, profile, ledger)
     (out / "summary.md").write_text(text)
     write_json_atomic(out / "summary.json", [dataclasses.asdict(r) for r in runs])
     print("\n" + text)

@@ -36,3 +36,23 @@ def kernel_device():
             yield torch.device("cuda")
     else:
         yield torch.device("cpu")
+
+
+class SmokeBuild:
+    """One folder where the notebooks run in the smoke profile, each at most once per test session: the notebook
+    tests run them, the book test builds its HTML book from the same outputs (lconv.book)."""
+
+    def __init__(self, out):
+        self.out, self.runs = out, {}
+
+    def run(self, path):
+        from lconv.workbook import run_notebook
+
+        if path.stem not in self.runs:
+            self.runs[path.stem] = run_notebook(path, self.out, profile="smoke", device="cpu")
+        return self.runs[path.stem]
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory):
+    return SmokeBuild(tmp_path_factory.mktemp("smoke-build"))

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from lconv.workbook import run_notebook
-
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
 
 
@@ -27,6 +25,6 @@ def test_stored_without_outputs_and_with_parameters_cell(path):
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_profile(path, tmp_path):
-    run = run_notebook(path, tmp_path, profile="smoke", device="cpu")
+def test_notebook_runs_in_smoke_profile(path, smoke_build):
+    run = smoke_build.run(path)  # into one folder per session, which tests/test_book.py builds its book from
     assert run.status == "ok", f"{path.name} failed in the smoke profile at {run.error}"

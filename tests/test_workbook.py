@@ -40,6 +40,8 @@ def test_failing_notebook_is_reported_and_others_still_run(tmp_path, capsys):
     assert [r["status"] for r in runs] == ["FAILED", "ok"]
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| 02_works | a claim | t | m | 2 | 1.5 | smoke |" in summary
+    assert summary.index("Claims ledger") < summary.index("Headline results")  # the ledger opens the summary
+    assert (tmp_path / "out" / "claims.md").exists() and (tmp_path / "out" / "claims.json").exists()
     assert (tmp_path / "out" / "notebooks" / "01_fails.ipynb").exists()  # the failed notebook's output is kept
 
 
