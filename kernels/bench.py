@@ -38,7 +38,7 @@ import torch
 
 from lconv.paper import (PEER_MS, PEER_SPEEDUP, TARGET_BW_FRACTION, TARGET_FWD_BWD_VS_RFFT,  # noqa: F401
                          TARGET_FWD_VS_RFFT, TARGET_LEARNED_VS_FIXED, TARGET_S4D_128K)
-from lconv.results import RESULTS_DIR, atomic_write
+from lconv.results import RESULTS_DIR, atomic_write, load_latest_bench as load_latest  # noqa: F401  (kernels.bench.load_latest)
 
 FULL_B, FULL_H = 64, 768
 MODES = ("plain", "gated", "causal")  # the default grid
@@ -235,22 +235,6 @@ def write_results(results: dict, out_dir, stamp: str | None = None, plot: bool =
             import matplotlib.pyplot as plt
             plt.close(fig)
     return paths
-
-
-def load_latest(results_dir=RESULTS_DIR) -> dict | None:
-    """The most recent bench-*.json in results_dir (by its provenance date, then file name), with "path"; or None."""
-    candidates = []
-    for path in Path(results_dir).glob("bench-*.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(data, dict) and "rows" in data and "provenance" in data:
-            candidates.append((str(data["provenance"].get("date", "")), path.name, path, data))
-    if not candidates:
-        return None
-    *_, path, data = max(candidates, key=lambda c: (c[0], c[1]))
-    return {**data, "path": str(path)}
 
 
 def merge_results(parts: list[dict]) -> dict:

@@ -38,10 +38,9 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from lconv.results import load_results, markdown_table, write_json_atomic
+from lconv.results import atomic_write, markdown_table, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -182,7 +181,7 @@ class Sources:
 
     def bench(self) -> dict | None:
         """The GPU benchmark notebook 03 showed: measured in this run (build/results/bench) or the latest recorded."""
-        from kernels.bench import load_latest
+        from lconv.results import load_latest_bench as load_latest
 
         live = load_latest(self.results_dir / "bench") if (self.results_dir / "bench").is_dir() else None
         if live:
@@ -408,10 +407,9 @@ def _none(src):
 
 
 # The paper's numbers not yet in lconv.paper are written out here, from ../shared/PAPER.md (tags as there);
-# PILE_PPL / MONARCH_WIKITEXT (lconv.lm) and the speed targets (kernels.bench) are imported where they live.
+# PILE_PPL / MONARCH_WIKITEXT and the speed targets come from lconv.paper.
 def claims() -> list[Claim]:
-    from kernels.bench import TARGET_FWD_VS_RFFT, TARGET_S4D_128K
-    from lconv.lm import MONARCH_WIKITEXT, PILE_PPL
+    from lconv.paper import MONARCH_WIKITEXT, PILE_PPL, TARGET_FWD_VS_RFFT, TARGET_S4D_128K
 
     lra = {"S4": 86.1, "long conv": 69.5, "long conv + Squash": 86.1}
     pile_gap = PILE_PPL["Transformer"][-1] - PILE_PPL["H3-Conv"][-1]
@@ -551,16 +549,7 @@ def ledger_markdown(rows: list[dict], run: dict, compact: bool = False) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def write_ledger(out=BUILD, recorded_dir=RECORDED) -> tuple[list[dict], str]:

@@ -157,3 +157,19 @@ def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def load_latest_bench(results_dir=RESULTS_DIR) -> dict | None:
+    """The most recent benchmark (bench-*.json of lconv.kernels.bench) in results_dir (by its provenance date, then file name), with "path"; or None."""
+    candidates = []
+    for path in Path(results_dir).glob("bench-*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "rows" in data and "provenance" in data:
+            candidates.append((str(data["provenance"].get("date", "")), path.name, path, data))
+    if not candidates:
+        return None
+    *_, path, data = max(candidates, key=lambda c: (c[0], c[1]))
+    return {**data, "path": str(path)}
