@@ -316,7 +316,7 @@ def ev_speed(src: Sources) -> Evidence | None:
                     task=f"causal conv, fp16, B·H·L ≤ 2^28, N = {min(by_n)}…{max(by_n)}", scale="benchmark",
                     profile="make bench", comparability=SAME_METRIC,
                     detail=(f"{min(by_n.values()):.2f}–{max(by_n.values()):.2f}× over {len(by_n)} sizes, ≥ 2.2× at "
-                            f"{met} of them; per Python call; the paper's GPU was an A100"), **_recorded_fields(b))
+                            f"{met} of them; per Python call on an H100; the paper timed its own GPU"), **_recorded_fields(b))
 
 
 def ev_s4d(src: Sources) -> Evidence | None:
@@ -606,7 +606,7 @@ _PAPER_LABELS = (
     ("01_long_convs", "direct conv cost", "theory"),
     ("02_squash_smooth", "LRA average", "LRA; ours: other tasks"),
     ("02_squash_smooth", "sCIFAR", "sCIFAR; ours: other task"),
-    ("03_flashbutterfly", "FlashButterfly speeds up", "A100 paper; ours: H100"),
+    ("03_flashbutterfly", "FlashButterfly speeds up", "the paper's GPU; ours: H100"),
     ("04_learned_butterfly", "", "sCIFAR; ours: other task"),
     ("05_language_modeling", "H3-Conv matches H3", "PILE BPE; ours: other corpus/tokens"),
     ("05_language_modeling", "Monarch MLPs", "WikiText-103; ours: other model/corpus"),
