@@ -315,7 +315,7 @@ def ev_speed(src: Sources) -> Evidence | None:
                     task=f"causal conv, fp16, B·H·L ≤ 2^28, N = {min(by_n)}…{max(by_n)}", scale="benchmark",
                     profile="make bench", comparability=SAME_METRIC,
                     detail=(f"{min(by_n.values()):.2f}–{max(by_n.values()):.2f}× over {len(by_n)} sizes, ≥ 2.2× at "
-                            f"{met} of them; per Python call; the paper's GPU was an A100"), **_recorded_fields(b))
+                            f"{met} of them; per Python call on an H100; the paper timed its own GPU"), **_recorded_fields(b))
 
 
 def ev_s4d(src: Sources) -> Evidence | None:
@@ -431,9 +431,9 @@ def claims() -> list[Claim]:
                   *(PILE_PPL[k][-1] for k in ("Transformer", "H3", "H3-Conv"))), "[B]",
               ClaimTest(+1, 0.0, target=round(pile_gap, 2)), ev_h3,
               "125M-parameter models on the PILE with GPT-2 BPE for 5–15B tokens (many GPU days)", "05_language_modeling"),
-        Claim("4b", "… and matches H3 (perplexity within 5 %)",
+        Claim("4b", "… and matches H3 (read as: perplexity at most 5 % above H3's)",
               "H3 {}, H3-Conv {} at 15B tokens".format(PILE_PPL["H3"][-1], PILE_PPL["H3-Conv"][-1]), "[B]",
-              ClaimTest(0, 0.0, tolerance=5.0), ev_h3_matches,
+              ClaimTest(-1, 5.0), ev_h3_matches,
               "125M-parameter models on the PILE with GPT-2 BPE (many GPU days)", "05_language_modeling"),
         Claim("5", "FlashButterfly speeds up long convolutions", f"{TARGET_FWD_VS_RFFT}× over cuFFT-based FFT conv",
               "[A]", ClaimTest(+1, 1.0, target=TARGET_FWD_VS_RFFT), ev_speed, "a GPU: `make bench`"),
@@ -595,7 +595,7 @@ _PAPER_LABELS = (
     ("01_long_convs", "direct conv cost", "theory"),
     ("02_squash_smooth", "LRA average", "LRA; ours: other tasks"),
     ("02_squash_smooth", "sCIFAR", "sCIFAR; ours: other task"),
-    ("03_flashbutterfly", "FlashButterfly speeds up", "A100 paper; ours: H100"),
+    ("03_flashbutterfly", "FlashButterfly speeds up", "the paper's GPU; ours: H100"),
     ("04_learned_butterfly", "", "sCIFAR; ours: other task"),
     ("05_language_modeling", "H3-Conv matches H3", "PILE BPE; ours: other corpus/tokens"),
     ("05_language_modeling", "Monarch MLPs", "WikiText-103; ours: other model/corpus"),
