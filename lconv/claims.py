@@ -310,11 +310,13 @@ def ev_speed(src: Sources) -> Evidence | None:
     if not by_n:
         return None
     met = sum(s >= 2.2 for s in by_n.values())
-    return Evidence(value=statistics.median(by_n.values()), unit="×",
-                    statistic="median over N of the fwd speedup vs torch rfft (cuFFT) conv",
+    # the target holds at every N from 256 to 64K (lconv.paper.TARGET_FWD_VS_RFFT), so the statistic is the worst N
+    return Evidence(value=min(by_n.values()), unit="×",
+                    statistic="smallest over N of the fwd speedup vs torch rfft (cuFFT) conv",
                     task=f"causal conv, fp16, B·H·L ≤ 2^28, N = {min(by_n)}…{max(by_n)}", scale="benchmark",
                     profile="make bench", comparability=SAME_METRIC,
-                    detail=(f"{min(by_n.values()):.2f}–{max(by_n.values()):.2f}× over {len(by_n)} sizes, ≥ 2.2× at "
+                    detail=(f"{min(by_n.values()):.2f}–{max(by_n.values()):.2f}× over {len(by_n)} sizes (median "
+                            f"{statistics.median(by_n.values()):.2f}×), ≥ 2.2× at "
                             f"{met} of them; per Python call on an H100; the paper timed its own GPU"), **_recorded_fields(b))
 
 

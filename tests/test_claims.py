@@ -112,8 +112,9 @@ def test_ledger_from_fixture_results(fixture_run):
     for cid in ("5", "6"):
         assert "H100" in by_id[cid]["device"] and "recorded" in by_id[cid]["device"]
         assert by_id[cid]["origin"] == "recorded" and "CPU" not in by_id[cid]["device"]
-        assert by_id[cid]["verdict"] == REPRODUCED
-    assert by_id["5"]["value"] == pytest.approx(2.3)  # median of the five sizes ≤ 64K (1M excluded)
+    # 5: faster than rfft at every N ≤ 64K but 2.2× only at some: the worst N (1.1×, 1M excluded) decides
+    assert by_id["5"]["value"] == pytest.approx(1.1) and by_id["5"]["verdict"] == DIRECTION_ONLY
+    assert by_id["6"]["verdict"] == REPRODUCED
     # 9: +3.0 ± 1.2 points on Fashion-MNIST: beyond noise, not sCIFAR -> direction only
     assert by_id["9"]["se"] == pytest.approx(1.2) and by_id["9"]["verdict"] == DIRECTION_ONLY
     # 10: Monarch MLPs worse here -> not reproduced at this scale; 10b: 29 % vs 30 % of GPT-2 small's own count
