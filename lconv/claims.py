@@ -360,7 +360,10 @@ def ev_monarch_params(src: Sources) -> Evidence | None:
     r = _one(src.rows("05_language_modeling", "Monarch MLPs", metric="fewer params %", task_prefix="GPT-2 small"))
     if not r:
         return None
-    return Evidence(value=r["ours"] - 30.0, unit="points", statistic="our parameter saving − the paper's 30 %",
+    from lconv.paper import MONARCH_FEWER_PARAMS
+
+    return Evidence(value=r["ours"] - 100 * MONARCH_FEWER_PARAMS, unit="points",
+                    statistic=f"our parameter saving − the paper's {MONARCH_FEWER_PARAMS:.0%}",
                     task=str(r["task"]), scale="GPT-2 small (computed, not trained)", comparability=SAME,
                     detail=f"{r['ours']:.1f} % fewer parameters ({r.get('note', '')})",
                     **src.this_run("05_language_modeling", r))
@@ -408,12 +411,13 @@ def _none(src):
     return None
 
 
-# The paper's numbers not yet in lconv.paper are written out here, from ../shared/PAPER.md (tags as there);
-# PILE_PPL / MONARCH_WIKITEXT and the speed targets come from lconv.paper.
+# Every number of the paper comes from lconv.paper (sources and tags there, from ../shared/PAPER.md).
 def claims() -> list[Claim]:
-    from lconv.paper import MONARCH_WIKITEXT, PILE_PPL, TARGET_FWD_VS_RFFT, TARGET_S4D_128K
+    from lconv.paper import (LRA_AVERAGE, LRA_SPEED_VS_TRANSFORMER, MONARCH_FEWER_PARAMS, MONARCH_WIKITEXT,
+                             OTHER_MODALITIES, PATH256, PILE_PPL, SCIFAR, SCIFAR_LEARNED_GAIN, TARGET_FWD_VS_RFFT,
+                             TARGET_S4D_128K)
 
-    lra = {"S4": 86.1, "long conv": 69.5, "long conv + Squash": 86.1}
+    lra = {"S4": LRA_AVERAGE["S4D"], "long conv": LRA_AVERAGE["long conv"], "long conv + Squash": LRA_AVERAGE["+ Squash"]}
     pile_gap = PILE_PPL["Transformer"][-1] - PILE_PPL["H3-Conv"][-1]
     monarch = MONARCH_WIKITEXT["Monarch MLPs"] - MONARCH_WIKITEXT["GPT-2 small"]
     return [
@@ -425,7 +429,7 @@ def claims() -> list[Claim]:
         Claim("2", "regularised kernels are smooth in frequency (and sparse); unregularised ones are noisy",
               "figure", "[B]", ClaimTest(+1, 0.0), ev_kernel_shape,
               "kernels of LRA-scale runs (PROFILE=full); the paper gives a figure, not a number"),
-        Claim("3", "robust to initialisation: random ≈ exponential-decay init", "sCIFAR 91.0 random, 92.1 decay",
+        Claim("3", "robust to initialisation: random ≈ exponential-decay init", f"sCIFAR {SCIFAR['random init']} random, {SCIFAR['decay init']} decay",
               "[U]", ClaimTest(0, 0.0, tolerance=2.0), ev_init, "sequential CIFAR at 300 epochs (PROFILE=full, GPU)",
               "02_squash_smooth"),
         Claim("4", "H3-Conv (H3 with long convs for its SSMs) beats a Transformer on the PILE",
@@ -443,22 +447,25 @@ def claims() -> list[Claim]:
               f"{TARGET_S4D_128K}× at sequence length 128K", "[B]", ClaimTest(+1, 1.0, target=TARGET_S4D_128K), ev_s4d,
               "a GPU: `make bench`"),
         Claim("7", "Path256 (sequence length 64K) becomes trainable",
-              "+29.1 points over prior SOTA (92.2 %), 7.2× faster training", "[A], [U]", ClaimTest(+1, 50.0), _none,
+              f"+{PATH256['gain_points']} points over prior SOTA ({PATH256['prior_sota']} %), "
+              f"{PATH256['train_speedup']}× faster training", "[A], [U]", ClaimTest(+1, 50.0), _none,
               "the LRA release's Path-256 (L = 65,536) and days of GPU training; not in the workbook"),
-        Claim("8", "LRA speed benchmark", "7.0× faster than a Transformer", "workshop abstract", ClaimTest(+1, 1.0, 7.0),
+        Claim("8", "LRA speed benchmark", f"{LRA_SPEED_VS_TRANSFORMER}× faster than a Transformer", "workshop abstract",
+              ClaimTest(+1, 1.0, LRA_SPEED_VS_TRANSFORMER),
               _none, "timing a Transformer and a long-conv model on the LRA tasks on one GPU; not in the workbook"),
-        Claim("9", "learned Butterfly adds expressivity at the same runtime", "sCIFAR 92.5 learned vs 91.0 fixed",
-              "[U]", ClaimTest(+1, 0.0, target=1.5), ev_learned, "sequential CIFAR at the paper's settings (PROFILE=full)",
+        Claim("9", "learned Butterfly adds expressivity at the same runtime", f"sCIFAR {SCIFAR['learned Butterfly']} learned vs {SCIFAR['fixed FFT']} fixed",
+              "[U]", ClaimTest(+1, 0.0, target=SCIFAR_LEARNED_GAIN), ev_learned, "sequential CIFAR at the paper's settings (PROFILE=full)",
               "04_learned_butterfly"),
         Claim("10", "learned-Butterfly/Monarch MLPs beat GPT-2-small on WikiText-103",
               f"{monarch:+.1f} PPL ({MONARCH_WIKITEXT['Monarch MLPs']} vs {MONARCH_WIKITEXT['GPT-2 small']}) "
-              "with 30 % fewer parameters", "[A], [U]", ClaimTest(-1, 0.0, target=round(monarch, 2)), ev_monarch,
+              f"with {MONARCH_FEWER_PARAMS:.0%} fewer parameters", "[A], [U]", ClaimTest(-1, 0.0, target=round(monarch, 2)), ev_monarch,
               "GPT-2-small-sized models on WikiText-103 with GPT-2 BPE (PROFILE=full, GPU)", "05_language_modeling"),
-        Claim("10b", "… with 30 % fewer parameters (GPT-2 small with Monarch MLPs)", "30 % fewer", "[A], [U]",
+        Claim("10b", f"… with {MONARCH_FEWER_PARAMS:.0%} fewer parameters (GPT-2 small with Monarch MLPs)",
+              f"{MONARCH_FEWER_PARAMS:.0%} fewer", "[A], [U]",
               ClaimTest(0, 0.0, tolerance=3.0), ev_monarch_params, "nothing more: a parameter count",
               "05_language_modeling"),
         Claim("11", "other modalities: 2D CIFAR, OpenWebText, fMRI",
-              "2D CIFAR 89.1 (S4ND 89.9); OpenWebText 19.9 PPL; fMRI MAE 0.54", "[U]", ClaimTest(+1, 0.0), _none,
+              "2D CIFAR {} (S4ND {}); OpenWebText {} PPL; fMRI MAE {}".format(*OTHER_MODALITIES.values()), "[U]", ClaimTest(+1, 0.0), _none,
               "those data sets and models (none is in the workbook)"),
         Claim("W1", "workbook finding (regime study, notebook 02 §3): somewhere on small data trained for many epochs, "
                     "Squash beats a plain long conv", "— (claim 1's mechanism)", "this workbook",

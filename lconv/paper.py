@@ -234,6 +234,11 @@ PILE_PPL = {  # test perplexity on the PILE, 125M-parameter models, GPT-2 BPE [B
 MONARCH_WIKITEXT = {"GPT-2 small": 20.6, "Monarch MLPs": 20.4}  # test PPL, WikiText-103, GPT-2 BPE [A], [U]
 MONARCH_FEWER_PARAMS = 0.30  # "30% fewer parameters" [A], [U]
 
+# Claims 7, 8 and 11: numbers the workbook cannot test (no data or no GPU days), for the claims ledger.
+PATH256 = {"gain_points": 29.1, "prior_sota": 92.2, "train_speedup": 7.2}  # Path-256 (L = 65,536) [A], [U]
+LRA_SPEED_VS_TRANSFORMER = 7.0  # LRA speed benchmark, × a Transformer [workshop abstract]
+OTHER_MODALITIES = {"2D CIFAR": 89.1, "2D CIFAR, S4ND": 89.9, "OpenWebText PPL": 19.9, "fMRI MAE": 0.54}  # [U]
+
 # The peer, flash-fft-conv README [F]: N → (PyTorch ms, flash-fft-conv ms), and its speed-up over PyTorch.
 PEER_MS = {256: (0.62, 0.11), 1024: (2.30, 0.29), 4096: (9.49, 1.43), 16384: (29.9, 12.2), 32768: (84.8, 26.3),
            1 << 20: (3071.0, 1769.0), 1 << 22: (13031.0, 10049.0)}
