@@ -581,7 +581,9 @@ def recorded_report(shown, label, results_dir=RESULTS_DIR) -> tuple[str, list[di
     rows = [dict(claim="FlashButterfly speeds up long convolutions", metric="fwd speedup vs torch rfft conv",
                  ours=row["speedup_vs_rfft"], paper=TARGET_FWD_VS_RFFT,
                  task=f"N={row['N']}, B={row['B']}, H={row['H']}, fp16",
-                 note=f"{label.lower()}: {shown['provenance'].get('device')}, commit {shown['provenance'].get('commit')}")
+                 note=f"{label.lower()}: {shown['provenance'].get('device')}, commit {shown['provenance'].get('commit')}",
+                 device=str(shown["provenance"].get("device")) + ("" if label == "MEASURED NOW" else " (recorded)"),
+                 profile="make bench")  # the GPU that produced it, not this run's device
             for row in shown["rows"]
             if row["pass"] == "fwd" and row["mode"] == "causal" and row["dtype"] == "float16" and row["speedup_vs_rfft"]]
     return out.getvalue().rstrip("\n"), rows
