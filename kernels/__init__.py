@@ -10,6 +10,12 @@ lconv.butterfly and lconv.conv): launch.py (sizes, checks, tables, the checked l
 kernels, launchers, autograd) and three_pass.py (the same anatomy for N > 4096) → conv.py (the public face) →
 io_model.py (bytes and FLOPs), accuracy.py, and the scripts bench.py and sweep.py.
 """
+
+if __name__ != "lconv.kernels":  # the folder kernels/ is the package lconv.kernels (the symlink lconv/kernels)
+    raise ImportError(f"this is lconv.kernels, imported here as {__name__!r} (the repository root is on sys.path): "
+                      "import lconv.kernels instead; a top-level `kernels` is another distribution's name, and a "
+                      "second copy would register the Triton operators twice")
+
 from .conv import (FUSED_N, HAS_TRITON, INTERPRET, SUPPORTED_N, FlashButterflyConv, check_inputs,  # noqa: F401
                    flash_butterfly_conv, three_pass_conv)
 

@@ -33,7 +33,7 @@ def test_a_missing_kernels_package_is_a_clear_import_error(monkeypatch):
 
 
 def test_triton_conv_equals_the_reference():
-    kernels = pytest.importorskip("kernels")
+    kernels = pytest.importorskip("lconv.kernels")
     if not (kernels.INTERPRET or torch.cuda.is_available()):
         pytest.skip("needs the Triton interpreter or a GPU")
     u, k = torch.randn(2, 3, 100), torch.randn(2, 3, 100)  # k: (C, H, Lk)

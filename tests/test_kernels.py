@@ -216,7 +216,7 @@ def test_bad_module_arguments():
 
 def test_import_without_triton_falls_back_to_reference():
     code = ("import sys; sys.modules['triton'] = None\n"
-            "import torch, kernels\n"
+            "import torch\nfrom lconv import kernels\n"
             "assert not kernels.HAS_TRITON\n"
             "u, k = torch.randn(2, 3, 100), torch.randn(3, 100)\n"
             "y = kernels.FlashButterflyConv(256, dtype=torch.float32)(u, k)\n"
