@@ -112,8 +112,10 @@ class FlashButterflyConv(nn.Module):
                 postgate: torch.Tensor | None = None) -> torch.Tensor:
         """y = postgate ⊙ conv(pregate ⊙ u, k); gates (both or neither) shaped like u, fused into the kernel."""
         if isinstance(u, torch.Tensor) and u.dtype != self.dtype:
+            rebuild = (f" or build FlashButterflyConv(seqlen, dtype={u.dtype})" if u.dtype in U_DTYPES else
+                       " (the kernels take float16, bfloat16 or float32)")
             raise ValueError(f"u has dtype {u.dtype} but this module was built for {self.dtype}: cast u with "
-                             f".to({self.dtype}) or build FlashButterflyConv(seqlen, dtype={u.dtype})")
+                             f".to({self.dtype}){rebuild}")
         return flash_butterfly_conv(u, k, self.seqlen, pregate, postgate, backend=self.backend)
 
     def extra_repr(self) -> str:

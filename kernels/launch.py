@@ -101,7 +101,9 @@ def check_inputs(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgat
         raise ValueError(f"k must be (H, L), got shape {tuple(k.shape)}")
     B, H, L = u.shape
     if k.shape[0] != H:
-        raise ValueError(f"k has {k.shape[0]} channels but u has H={H}: pass k as (H, L) = ({H}, L)")
+        hint = ("; u looks transposed: it is channels-first (B, H, L), so pass u.transpose(1, 2) (models hold "
+                "(B, L, H))" if u.shape[2] == k.shape[0] else "")
+        raise ValueError(f"k has {k.shape[0]} channels but u has H={H}: pass k as (H, L) = ({H}, L){hint}")
     if L > N or k.shape[1] > N:
         raise ValueError(f"L={L} (u) and Lk={k.shape[1]} (k) must be ≤ the FFT size N={N}; pick N ≥ 2·L for a "
                          f"causal convolution (supported N: {list(SUPPORTED_N)})")

@@ -578,3 +578,13 @@ def test_device_guard_makes_the_tensors_gpu_current(monkeypatch):
         assert current[0] == torch.device("cuda", 3)
     with kl.device_guard(torch.zeros(1)):  # CPU: nothing to switch
         assert current[0] is None
+
+
+def test_layout_and_dtype_messages_name_the_fix():
+    """A batch-first u (B, L, H) and a dtype the kernels do not take get messages that say what to do."""
+    fb = kernels.FlashButterflyConv(256, dtype=torch.float32, backend="torch")
+    with pytest.raises(ValueError, match=r"u looks transposed.*u\.transpose\(1, 2\)"):
+        fb(torch.randn(2, 128, 4), torch.randn(4, 128))
+    with pytest.raises(ValueError, match=r"the kernels take float16, bfloat16 or float32") as err:
+        fb(torch.randn(2, 4, 128, dtype=torch.float64), torch.randn(4, 128))
+    assert "dtype=torch.float64" not in str(err.value)  # no advice to build an unsupported module
