@@ -289,16 +289,30 @@ def rerun_cell(name: str, *, seed: int = 0, variants=("long conv", "+ Squash"), 
     return compare(task, chosen, **train, seed=seed, device=device, ckpt_dir=ckpt_dir, log=log)
 
 
-def rerun_statement(rerun_table, runs, name: str, *, seed: int = 0, base="long conv", other="+ Squash") -> str:
-    """One sentence: the live rerun's `other` − `base` against the recorded run of the same cell and seed, and
-    whether the rerun repeated the recorded accuracies (to 0.1 point)."""
+REPEAT_TOL = 1e-3  # test accuracy: a rerun within this of its record is the recorded run repeated
+
+
+def rerun_versus_record(rerun_table, runs, name: str, *, seed: int = 0):
+    """Test accuracy per variant of a live rerun (`rerun_table`, e.g. rerun_cell(...).table) beside the recorded run
+    of the same cell and seed in `runs` (load_regime): DataFrame indexed by variant, columns live and recorded
+    (NaN where nothing is recorded)."""
+    import pandas as pd
+
     live = rerun_table.set_index("variant").test_accuracy
     rec = runs[(runs.cell == name) & (runs.seed == seed)].set_index("variant").test_accuracy
+    return pd.DataFrame({"live": live, "recorded": rec.reindex(live.index)})
+
+
+def rerun_statement(rerun_table, runs, name: str, *, seed: int = 0, base="long conv", other="+ Squash") -> str:
+    """One sentence: the live rerun's `other` − `base` against the recorded run of the same cell and seed, and
+    whether the rerun repeated the recorded accuracies (within REPEAT_TOL)."""
+    both = rerun_versus_record(rerun_table, runs, name, seed=seed)
+    live, rec = both.live, both.recorded
     d_live = 100 * (live[other] - live[base])
-    if base not in rec or other not in rec:
+    if rec[[base, other]].isna().any():
         return f"{name}, seed {seed}: rerun {other} − {base} = {d_live:+.1f} points; no recorded run to compare."
     d_rec = 100 * (rec[other] - rec[base])
-    same = all(abs(live[v] - rec[v]) < 1e-3 for v in (base, other))
+    same = bool(((live - rec)[[base, other]].abs() < REPEAT_TOL).all())
     return (f"{name}, seed {seed}: rerun now {other} − {base} = {d_live:+.1f} points "
             f"({100 * live[base]:.1f} → {100 * live[other]:.1f} %); recorded {d_rec:+.1f} points — "
             + ("the same run, repeated." if same else "not the same numbers (another machine, thread count or code)."))
