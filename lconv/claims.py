@@ -557,10 +557,6 @@ def ledger_markdown(rows: list[dict], run: dict, compact: bool = False) -> str:
     return text
 
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text), mode="w")
-
-
 def write_ledger(out=BUILD, recorded_dir=RECORDED) -> tuple[list[dict], str]:
     """Build the ledger from `out`/results and `recorded_dir`; write `out`/claims.json and `out`/claims.md
     (atomically). Returns (rows, markdown)."""
@@ -569,7 +565,7 @@ def write_ledger(out=BUILD, recorded_dir=RECORDED) -> tuple[list[dict], str]:
     rows, run = ledger(src), src.run()
     text = "# Claims ledger\n\n" + ledger_markdown(rows, run)
     write_json_atomic(out / "claims.json", {"run": run, "verdicts": list(VERDICTS), "claims": rows})
-    _write_text_atomic(out / "claims.md", text)
+    atomic_write(out / "claims.md", lambda f: f.write(text), mode="w")
     return rows, text
 
 
@@ -589,7 +585,7 @@ def update_readme(readme: Path, claims_json: Path) -> str:
     before, rest = text.split(README_BEGIN, 1)
     _, after = rest.split(README_END, 1)
     new = before + README_BEGIN + "\n" + block + README_END + after
-    _write_text_atomic(readme, new)
+    atomic_write(readme, lambda f: f.write(new), mode="w")
     return block
 
 
