@@ -17,7 +17,7 @@ if __name__ != "lconv.kernels":  # the folder kernels/ is the package lconv.kern
                       "second copy would register the Triton operators twice")
 
 from .conv import (FUSED_N, HAS_TRITON, INTERPRET, SUPPORTED_N, FlashButterflyConv, check_inputs,  # noqa: F401
-                   flash_butterfly_conv, three_pass_conv)
+                   flash_butterfly_conv, prepare, three_pass_conv)
 
-__all__ = ["FlashButterflyConv", "flash_butterfly_conv", "three_pass_conv", "check_inputs", "SUPPORTED_N", "FUSED_N",
-           "HAS_TRITON", "INTERPRET"]
+__all__ = ["FlashButterflyConv", "flash_butterfly_conv", "three_pass_conv", "check_inputs", "prepare", "SUPPORTED_N",
+           "FUSED_N", "HAS_TRITON", "INTERPRET"]

@@ -26,11 +26,19 @@ from torch import nn
 from lconv.butterfly import default_sizes, dft_matrix, learned_butterfly_conv, real_butterfly_conv, three_pass_reference
 
 from .launch import (BACKENDS, FUSED_N, HAS_TRITON, INTERPRET, SUPPORTED_N, THREE_PASS_N, U_DTYPES,  # noqa: F401
-                     check_inputs, check_inputs_three_pass, check_seqlen, pick_backend)
+                     check_inputs, check_inputs_three_pass, check_seqlen, pick_backend, prepare)
 
 if HAS_TRITON:
+    from . import flash_butterfly, three_pass
     from .flash_butterfly import FlashButterflyFn, flash_butterfly_op
     from .three_pass import ThreePassFn
+
+
+def _records_graph(*tensors) -> bool:
+    """Whether this call must go through autograd (or torch.compile's graph): otherwise the kernels are launched
+    directly, without the autograd Function's or the operator's bookkeeping (the no-grad fast path)."""
+    return torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors))
 
 
 def _reference(u, k, N, pregate, postgate, dft1, dft2):
@@ -72,6 +80,8 @@ def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torc
         return three_pass_conv(u, k, N, pregate, postgate, backend=backend)
     if pick_backend(u, backend) == "torch" or u.numel() == 0 or k.numel() == 0:  # empty: nothing to launch
         return _reference(u, k, N, pregate, postgate, dft1, dft2)
+    if not _records_graph(u, k, pregate, postgate, dft1, dft2):  # inference: two launches, no autograd node
+        return flash_butterfly.forward_only(u, k, N, pregate, postgate, dft1, dft2)
     if dft1 is None and dft2 is None:  # the torch.library operator lconv::flash_butterfly_fwd: one graph node
         return flash_butterfly_op(u, k, pregate, postgate, N)[0]
     return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)
@@ -89,6 +99,8 @@ def three_pass_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torch.Ten
     check_inputs_three_pass(u, k, N, pregate, postgate)
     if pick_backend(u, backend, warn=False) == "torch" or u.numel() == 0 or k.numel() == 0:
         return three_pass_reference(u, k, N, pregate, postgate)
+    if not _records_graph(u, k, pregate, postgate):
+        return three_pass.forward_only(u, k, N, pregate, postgate)
     return ThreePassFn.apply(u, k, pregate, postgate, N)
 
 

@@ -63,6 +63,16 @@ gB = (gZ @ A2^H) ⊙ conj(tw); dv = Re(A1^H @ gB); dA1 += gB @ v^T, dA2 += C^H @
 per-program fp32 partial sums (n_chunks, H, 2, M, M) reduced by PyTorch (deterministic; shared blocks also summed
 over H). The same NORM scaling applies (bounds as above while the blocks stay near the DFT's scale).
 
+Host path (issue 20): a call is two launches and two allocations, nothing else (pinned by tests/test_host_path.py,
+which counts the ATen ops and launches a call dispatches and fails on any host-device synchronisation). k_f is made
+on the GPU per call by one launch, `k_f_half_kernel`: the same half-length forward transform applied to k with fp32
+tables and fp32 ("ieee") products, ×√M, equal to the PyTorch layout `kernels.launch.k_f_planes` to fp32 rounding
+(the learned kernels' layout: torch.fft.rfft plus one gather launch, `k_f_gathered`). Calls that record no gradient
+(torch.no_grad, or no input requiring one, outside torch.compile) launch directly (`forward_only`), without the
+operator's or the autograd Function's bookkeeping; the tables live in a per-device cache (`kernels.launch.prepare`
+builds them before a CUDA-graph capture, which may not copy host memory), the multiprocessor count is asked once
+per GPU. k_f is not cached across calls (the peer and the baselines recompute fft(k) every call, and so do we).
+
 Index arithmetic: every offset into u, y, the gates, their gradients, k_f and the partial sums is computed in int64
 (`_row_start`), so B·H·L may exceed 2^31.
 
@@ -99,8 +109,7 @@ import triton.language as tl
 
 from lconv.butterfly import default_sizes, half_sizes
 
-from .launch import (block_planes, chunks, dot_args, fits, get_plan, k_f_planes, k_f_planes_full, launch,
-                     launch_opts)
+from .launch import block_planes, chunks, dot_args, fits, get_plan, launch, launch_opts
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.
@@ -670,6 +679,83 @@ def learned_bwd_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# k's spectrum k_f in each kernel's layout, made on the GPU per call (the peer and the baselines recompute fft(k) on
+# every call too): one Triton launch for the fixed fused kernel, torch.fft.rfft plus one gather launch for the others.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def k_f_half_kernel(
+    k_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, hw_ptr, Lk, sqrt_M,
+    N1: tl.constexpr, N2: tl.constexpr, USE_DOT: tl.constexpr,
+):
+    """k_f (H, 2, N) fp32 = the unscaled N-point FFT of k[h] (H, Lk) zero-padded, in the fixed kernel's layout
+    (lconv.butterfly.k_f_half: re plane = k_f at the M = N/2 permuted slots f, then at f + M; im plane likewise):
+    the forward half-length transform of the fused kernel with fp32 tables and fp32 ("ieee") products, ×√M.
+    Grid: one program per channel h."""
+    M: tl.constexpr = N1 * N2
+    h = tl.program_id(0).to(tl.int64)
+    m = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]  # (N1, N2)
+    f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, tl.float32)
+    hwr = tl.load(hw_ptr + m)
+    hwi = tl.load(hw_ptr + M + m)
+    i0, i1 = _reversal(N1, N2)
+    ke, ko = _load_half(k_ptr, h * Lk, m, Lk, True)
+    lr, li, hr, hi = _half_fwd(ke, ko, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, tl.float32, "ieee", USE_DOT)
+    base = h * 4 * M  # row h of (H, 2, N), N = 2M
+    tl.store(k_f_ptr + base + m, lr * sqrt_M)
+    tl.store(k_f_ptr + base + M + m, hr * sqrt_M)
+    tl.store(k_f_ptr + base + 2 * M + m, li * sqrt_M)
+    tl.store(k_f_ptr + base + 3 * M + m, hi * sqrt_M)
+
+
+@triton.jit
+def k_f_gather_kernel(x_ptr, k_f_ptr, src_ptr, S, N, BLOCK: tl.constexpr):
+    """k_f (H, 2, S) fp32 from k's half spectrum x = view_as_real(rfft(k, n=N)) (H, N/2 + 1, 2): slot j holds the
+    natural frequency f = src[j] ∈ [0, N), i.e. x[f] for f ≤ N/2 and conj(x[N − f]) above (Hermitian symmetry).
+    Grid: (channel h, block of BLOCK slots)."""
+    h = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < S
+    f = tl.load(src_ptr + j, mask=mask, other=0)
+    mirror = f > N // 2
+    src = (h * (N // 2 + 1) + tl.where(mirror, N - f, f)) * 2
+    re = tl.load(x_ptr + src, mask=mask, other=0.0)
+    im = tl.load(x_ptr + src + 1, mask=mask, other=0.0)
+    tl.store(k_f_ptr + h * 2 * S + j, re, mask=mask)
+    tl.store(k_f_ptr + h * 2 * S + S + j, tl.where(mirror, -im, im), mask=mask)
+
+
+def k_f_fused(k: torch.Tensor, N: int) -> torch.Tensor:
+    """k (H, Lk) fp32 → k_f (H, 2, N) fp32 for the fixed fused kernel by one Triton launch (no PyTorch op but the
+    output's allocation); equals kernels.launch.k_f_planes (the PyTorch reference) to fp32 rounding."""
+    H, Lk = k.shape
+    N1, N2 = half_sizes(N)
+    plan = get_plan(N, k.device)
+    k_f = torch.empty(H, 2, N, device=k.device, dtype=torch.float32)  # (H, 2, N)
+    launch(k_f_half_kernel, (H,), (k, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], Lk,
+                                   math.sqrt(N1 * N2)),
+           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, num_warps=4 if N <= 1024 else 8, num_stages=1),
+           N, "k_f")
+    return k_f
+
+
+K_F_BLOCK = 1024  # slots per program of k_f_gather_kernel
+
+
+def k_f_gathered(k: torch.Tensor, N: int, src: torch.Tensor) -> torch.Tensor:
+    """k (H, Lk) fp32 → k_f (H, 2, S) fp32 with slot j = k's unscaled N-point FFT at natural frequency src[j]
+    (src (S,) int32 on k's device, from the plan): torch.fft.rfft (cuFFT) plus one Triton gather launch, which does
+    the Hermitian fill, the permutation and the re/im split in one pass. The learned and three-pass layouts."""
+    H, S = k.shape[0], src.numel()
+    x = torch.view_as_real(torch.fft.rfft(k, n=N))  # (H, N/2 + 1, 2) fp32
+    k_f = torch.empty(H, 2, S, device=k.device, dtype=torch.float32)  # (H, 2, S)
+    launch(k_f_gather_kernel, (H, -(-S // K_F_BLOCK)), (x, k_f, src, S, N),
+           dict(BLOCK=K_F_BLOCK, num_warps=4, num_stages=1), N, "k_f")
+    return k_f
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Launchers (grids, plans, launch settings from kernels.launch) and the autograd Function
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -751,6 +837,18 @@ def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, 
             (dpre if gated and need_dpre else None), (dpost if gated and need_dpost else None), db1, db2)
 
 
+def forward_only(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgate=None, dft1=None,
+                 dft2=None) -> torch.Tensor:
+    """y (B, H, L) without autograd bookkeeping (for calls that record no gradient): k_f by one launch (k_f_fused;
+    rfft + gather for learned blocks), then the forward kernel. Inputs checked by the caller (kernels.conv)."""
+    if dft1 is None and dft2 is None:
+        return _fwd(u, k_f_fused(k, N), N, pregate, postgate)
+    N1, N2 = default_sizes(N)
+    plan = get_plan(N, u.device)
+    blocks = (block_planes(dft1, N1, plan["dft1_full"]), block_planes(dft2, N2, plan["dft2_full"]))
+    return _fwd(u, k_f_gathered(k, N, plan["k_src_full"]), N, pregate, postgate, blocks)
+
+
 def _block_grad(g: torch.Tensor | None, dft: torch.Tensor | None, M: int):
     """Gradient of the unnormalised complex block from the kernel's plane gradients (H, 2, M, M) fp32."""
     if g is None or dft is None:
@@ -770,7 +868,7 @@ class FlashButterflyFn(torch.autograd.Function):
             N1, N2 = default_sizes(N)
             plan = get_plan(N, u.device)
             blocks = (block_planes(dft1, N1, plan["dft1_full"]), block_planes(dft2, N2, plan["dft2_full"]))
-        k_f = (k_f_planes if blocks is None else k_f_planes_full)(k, N)  # (H, 2, N) fp32, once per call
+        k_f = k_f_fused(k, N) if blocks is None else k_f_gathered(k, N, get_plan(N, u.device)["k_src_full"])
         ctx.save_for_backward(u, k_f, pregate, postgate, dft1, dft2)
         ctx.blocks, ctx.N, ctx.Lk = blocks, N, k.shape[-1]
         return _fwd(u, k_f, N, pregate, postgate, blocks)
@@ -795,7 +893,7 @@ class FlashButterflyFn(torch.autograd.Function):
                          schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N) -> (Tensor, Tensor)")
 def flash_butterfly_op(u, k, pregate, postgate, N):
     """(y, k_f): y (B, H, L) in u's dtype by the fused forward kernel; k_f (H, 2, N) fp32, saved for the backward."""
-    k_f = k_f_planes(k, N)  # (H, 2, N) fp32, once per call
+    k_f = k_f_fused(k, N)  # (H, 2, N) fp32, once per call
     return _fwd(u, k_f, N, pregate, postgate), k_f
 
 
@@ -824,6 +922,7 @@ def _(u, dy, k_f, pregate, postgate, N, Lk, need):
 def _op_setup_context(ctx, inputs, output):
     u, k, pregate, postgate, N = inputs
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled (H, 2, N) gradient for k_f in every backward
     ctx.save_for_backward(u, output[1], pregate, postgate)
     ctx.N, ctx.Lk = N, k.shape[-1]
 

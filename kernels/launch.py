@@ -4,13 +4,16 @@ fused kernels (kernels/flash_butterfly.py) and the three-pass kernels (kernels/t
 Nothing here is a kernel: FUSED_N / THREE_PASS_N / SUPPORTED_N (the FFT sizes), HAS_TRITON / INTERPRET (decided at
 import: TRITON_INTERPRET=1 must be set before `import lconv.kernels`), the input checks (every bad input raises ValueError
 naming the fix, before anything is launched), `pick_backend` over lconv.conv.BACKENDS, the fp32 re/im tables of
-both algorithms (`get_plan`, cached per device), the k_f layouts, the tuned launch settings (TUNING), the batch split
-(`chunks`) and `launch`, which checks each compiled configuration against the GPU's shared memory first. Imports
+both algorithms (`get_plan`, cached per device; `prepare` builds them ahead, e.g. before a CUDA-graph capture), the
+PyTorch reference of the k_f layouts (`k_f_planes`, `k_f_planes_full`: the kernels make k_f with their own launches,
+kernels/flash_butterfly.py), the tuned launch settings (TUNING), the batch split (`chunks`, with the multiprocessor
+count asked once per GPU) and `launch`, which checks each compiled configuration against the GPU's shared memory first. Imports
 only lconv's reference maths (lconv.butterfly, lconv.conv), so both kernel files sit on it without a circle.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import warnings
@@ -150,6 +153,29 @@ def pick_backend(u: torch.Tensor, backend: str, warn: bool = True) -> str:
 _PLANS: dict = {}
 
 
+def _plan_key(N: int, device) -> tuple:
+    """(N, device) with "cuda" resolved to the current GPU's index, as a tensor's .device carries it."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return N, device
+
+
+def _check_not_capturing(N: int, device) -> None:
+    """The tables are copied host → device on first use, which a CUDA graph capture forbids: say how to avoid it."""
+    if torch.device(device).type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"FlashButterfly's tables for N={N} are not on {device} yet and cannot be copied there "
+                           f"during CUDA-graph capture: call lconv.kernels.prepare({N}, {str(device)!r}) (or run "
+                           f"the convolution once) before capturing")
+
+
+def prepare(N: int, device) -> None:
+    """Build and cache the tables the kernels need at FFT size N on `device` (one host → device copy each), so that
+    later calls copy nothing: call it before capturing a CUDA graph (torch.cuda.graph, torch.compile's
+    "reduce-overhead") whose first call would otherwise build them. N one of SUPPORTED_N."""
+    get_plan(check_seqlen(N), torch.device(device))
+
+
 def planes(z: torch.Tensor, device) -> torch.Tensor:
     """complex (…, a, b) → fp32 (2, …, a, b) re/im planes on device."""
     return torch.stack([z.real, z.imag]).to(device=device, dtype=torch.float32).contiguous()
@@ -164,8 +190,9 @@ def get_plan(N: int, device: torch.device) -> dict:
     """
     if N in THREE_PASS_N:
         return _three_pass_plan(N, device)
-    key = (N, str(device))
+    key = _plan_key(N, device)
     if key not in _PLANS:
+        _check_not_capturing(N, device)
         N1, N2 = half_sizes(N)
         F1, F2 = default_sizes(N)
         _PLANS[key] = {
@@ -176,12 +203,14 @@ def get_plan(N: int, device: torch.device) -> dict:
             "dft1_full": planes(dft_matrix(F1) / math.sqrt(F1), device),
             "dft2_full": planes(dft_matrix(F2) / math.sqrt(F2), device),
             "tw_full": planes(twiddle(F1, F2), device),
+            "k_src_full": permuted_order((F1, F2)).to(device=device, dtype=torch.int32),  # k_f_gathered's slots
         }
     return _PLANS[key]
 
 
 def k_f_planes(k: torch.Tensor, N: int) -> torch.Tensor:
-    """k (H, Lk) fp32 → k_f (H, 2, N) fp32 for the fixed kernel: re/im planes of `lconv.butterfly.k_f_half`."""
+    """k (H, Lk) fp32 → k_f (H, 2, N) fp32 for the fixed kernel: re/im planes of `lconv.butterfly.k_f_half` (the
+    PyTorch reference of flash_butterfly.k_f_fused, which the kernels use)."""
     k_f = k_f_half(k, N)  # (H, N) complex64
     return torch.stack([k_f.real, k_f.imag], dim=1).contiguous()  # (H, 2, N)
 
@@ -201,6 +230,16 @@ def dot_args(dtype: torch.dtype) -> dict:
     return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32", "NORM": dtype != torch.float32}
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def multiprocessors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device, asked once per device (the query costs microseconds per call)."""
+    return _multiprocessors(torch.cuda.current_device() if device.index is None else device.index)
+
+
 PROGRAMS_PER_SM = 4  # chunks splits the batch until channels × chunks reaches this many programs per multiprocessor
 
 
@@ -209,7 +248,7 @@ def chunks(n_rows: int, rows: int, device: torch.device, rows_per_prog: int | No
     three-pass inner rows) so that rows · chunks programs fill the GPU PROGRAMS_PER_SM times."""
     if rows_per_prog is None:
         if device.type == "cuda":
-            target = PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+            target = PROGRAMS_PER_SM * multiprocessors(device)
             n_chunks = min(n_rows, max(1, -(-target // rows)))
         else:
             n_chunks = 1  # the interpreter runs programs one after another: fewer is cheaper
@@ -279,8 +318,7 @@ def shared_bytes(kernel, grid, args, meta) -> int | None:
     dev = args[0].device
     if dev.type != "cuda":
         return None
-    key = (getattr(kernel, "fn", kernel).__name__, str(dev),
-           tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor)), tuple(sorted(meta.items())))
+    key = (kernel, dev, tuple(a.dtype for a in args if isinstance(a, torch.Tensor)), tuple(meta.items()))
     if key not in _SHARED:
         with device_guard(args[0]):
             _SHARED[key] = int(kernel.warmup(*args, grid=grid, **meta).metadata.shared)
@@ -318,8 +356,9 @@ def _three_pass_plan(N: int, device: torch.device) -> dict:
     """Tables for N: outer F0/√N0 (2, N0, N0), twiddle (2, N0, M); inner F_M1/√M1, F_M2/√M2, twiddle(M1, M2);
     "nat" (N/2 + 1,) and "mirror" (N/2 + 1,): for natural frequencies 0 … N/2, the stored slot (in the (R·M) layout
     of the outer rows f0 ≤ N0/2) holding it, or holding −f, whose conjugate it is (mirror = True)."""
-    key = (N, str(device))  # one cache with the fused plans: the sizes do not overlap
+    key = _plan_key(N, device)  # one cache with the fused plans: the sizes do not overlap
     if key not in _PLANS:
+        _check_not_capturing(N, device)
         N0, M1, M2 = three_pass_sizes(N)
         M, R = M1 * M2, N0 // 2 + 1
         slot = torch.argsort(permuted_order((N0, M1, M2)))  # natural frequency → slot f0·M + j
@@ -333,6 +372,7 @@ def _three_pass_plan(N: int, device: torch.device) -> dict:
             "dft2": planes(dft_matrix(M2) / math.sqrt(M2), device),
             "tw1": planes(twiddle(M1, M2), device),
             "nat": nat.to(device), "mirror": mirror.to(device),
+            "k_src": permuted_order((N0, M1, M2))[:R * M].to(device=device, dtype=torch.int32),  # stored rows only
         }
     return _PLANS[key]
 

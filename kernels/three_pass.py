@@ -32,7 +32,8 @@ one sample cannot reach another), zero-padded to N:
                                T[f0] = conj T[N0 − f0] for f0 ≥ R (read from row N0 − f0)
 fwd_M / adj_M are the unitary two-factor Monarch passes of the fused kernel (M = M1·M2, default_sizes(M)); k_f is
 the unscaled FFT of k in the permuted order of the sizes (N0, M1, M2) (lconv.butterfly.k_f_permuted): row f0 of the
-outer pass gets its own complex spectrum segment. Every factor is unitary, so pass 3 ∘ (⊙ k_f) ∘ pass 1 is exactly
+outer pass gets its own complex spectrum segment. Only the R stored rows' segments are made, (H, 2, R·M) fp32, per
+call by torch.fft.rfft plus one gather launch (`k_f_three_pass`: Hermitian fill, permutation, re/im split at once). Every factor is unitary, so pass 3 ∘ (⊙ k_f) ∘ pass 1 is exactly
 the N-point circular convolution with k (the permutations cancel).
 
 Split: M = min(4096, N/16), N0 = N/M ≥ 16, so the outer DFT is always a tl.dot (no elementwise radix-2…8 path):
@@ -98,10 +99,10 @@ import triton
 import triton.language as tl
 
 from .flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start, _scale_pair,
-                              _to_out)
+                              _to_out, k_f_gathered)
 from lconv.butterfly import three_pass_sizes
 
-from .launch import chunks, dot_args, get_plan, k_f_planes_full, launch, launch_opts, outer_blocks
+from .launch import chunks, dot_args, get_plan, launch, launch_opts, outer_blocks
 
 # ---------------------------------------------------------------------------------------------------------------
 # Triton kernels. Complex values are separate re/im planes; buffers between the passes are (B, H, 2, R·M) fp32.
@@ -231,9 +232,11 @@ def _load_inner(z_ptr, base, RM, n, mask, NORM: tl.constexpr):
 
 @triton.jit
 def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: tl.constexpr):
-    """k_f[h] at outer row f0 (re, im (M1, M2) tiles), scaled to max|K| < 1 when NORM, and 1/scale."""
-    base = h.to(tl.int64) * 2 * N + f0 * M
-    return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + N + n), NORM)
+    """k_f[h] (k_f (H, 2, R·M): the stored outer rows only) at outer row f0 (re, im (M1, M2) tiles), scaled to
+    max|K| < 1 when NORM, and 1/scale."""
+    RM: tl.constexpr = (N // M // 2 + 1) * M
+    base = h.to(tl.int64) * 2 * RM + f0 * M
+    return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + RM + n), NORM)
 
 @triton.jit
 def inner_conv_kernel(
@@ -330,6 +333,13 @@ def inner_conv_bwd_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # Launchers (grids, plans, launch settings from kernels.launch) and the autograd Function
 # ---------------------------------------------------------------------------------------------------------------
+
+def k_f_three_pass(k: torch.Tensor, N: int) -> torch.Tensor:
+    """k (H, Lk) fp32 → k_f (H, 2, R·M) fp32: k's unscaled N-point FFT in the permuted order of three_pass_sizes(N),
+    the R = N0/2 + 1 stored outer rows only (what pass 2 reads): rfft plus one gather launch (k_f_gathered). Equals
+    kernels.launch.k_f_planes_full(k, N, three_pass_sizes(N))[..., :R·M] (the PyTorch reference)."""
+    return k_f_gathered(k, N, get_plan(N, k.device)["k_src"])
+
 
 def _pass1(x, gate, N, dtype, w=None, dgate=None):
     """(B, H, 2, R·M) fp32 outer-pass spectrum (stored rows f0 ≤ N0/2) of gate ⊙ x (B, H, L), row by row; also
@@ -438,12 +448,17 @@ def _bwd(u, dy, k_f, N, Lk, pregate=None, postgate=None, w=None, need_du=True, n
     return du, dk, dpre, dpost
 
 
+def forward_only(u, k, N, pregate=None, postgate=None) -> torch.Tensor:
+    """y (B, H, L) without autograd bookkeeping (for calls that record no gradient): k_f, then the three passes."""
+    return _fwd(u, k_f_three_pass(k, N), N, pregate, postgate)[0]
+
+
 class ThreePassFn(torch.autograd.Function):
     """The three passes wired into autograd: y = postgate ⊙ conv_N(pregate ⊙ u, k)."""
 
     @staticmethod
     def forward(ctx, u, k, pregate, postgate, N):
-        k_f = k_f_planes_full(k, N, three_pass_sizes(N))  # (H, 2, N) fp32, once per call
+        k_f = k_f_three_pass(k, N)  # (H, 2, R·M) fp32, once per call
         save_w = postgate is not None and ctx.needs_input_grad[3]
         y, w = _fwd(u, k_f, N, pregate, postgate, save_w=save_w)
         ctx.save_for_backward(u, k_f, pregate, postgate, w)

@@ -140,7 +140,7 @@ def test_dk_reduction_over_chunks_and_single_gradients():
     B, H, L, N = 5, 1, 3000, 8192
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     pre, post = torch.rand(B, H, L), torch.rand(B, H, L)
-    k_f = kl.k_f_planes_full(k, N, three_pass_sizes(N))
+    k_f = tp.k_f_three_pass(k, N)
     y, w = tp._fwd(u, k_f, N, pre, post, save_w=True, rows_per_prog=1)
     du, dk, dpre, dpost = tp._bwd(u, dy, k_f, N, L, pre, post, w, need_dpre=True, need_dpost=True,
                                   rows_per_prog=1)
