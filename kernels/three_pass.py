@@ -27,8 +27,9 @@ the inner convolutions), so only the outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of
 others are their conjugates. Each batch row is its own sequence (no packing of two rows: a NaN or a huge value in
 one sample cannot reach another), zero-padded to N:
     pass 1 (outer Butterfly):  C[f0, m] = twiddle[f0, m] · Σ_{n0} F0[f0, n0] · x[n0·M + m],  f0 < R     F0 = F_N0/√N0
-    pass 2 (R inner convs):    D[f0, :] = adj_M( fwd_M(C[f0, :]) ⊙ k_f[f0·M : (f0+1)·M] )    fused, on chip
-    pass 3 (outer pass back):  y[n0·M + m] = Re Σ_{f0 < N0} conj(F0[n0, f0]) · T[f0, m],  T = conj(twiddle) ⊙ D,
+    pass 2 (R inner convs):    T[f0, :] = conj(twiddle[f0, :]) ⊙ adj_M( fwd_M(C[f0, :]) ⊙ k_f[f0·M : (f0+1)·M] )
+                               fused, on chip (pass 3's twiddle applied here, before T is rounded and stored)
+    pass 3 (outer pass back):  y[n0·M + m] = Re Σ_{f0 < N0} conj(F0[n0, f0]) · T[f0, m],
                                T[f0] = conj T[N0 − f0] for f0 ≥ R (read from row N0 − f0)
 fwd_M / adj_M are the unitary two-factor Monarch passes of the fused kernel (M = M1·M2, default_sizes(M)); k_f is
 the unscaled FFT of k in the permuted order of the sizes (N0, M1, M2) (lconv.butterfly.k_f_permuted): row f0 of the
@@ -50,23 +51,31 @@ Backward (g = postgate ⊙ dy, v = pregate ⊙ u, both zero-padded):
          fp32, per chunk of rows; chunks summed, the spectrum completed by its symmetry and the (H, N) inverse FFT
          done by PyTorch: no batch dimension left)
 
-Memory: intermediate buffers between the passes are fp32 complex planes of the R stored outer rows,
-(B, H, 2, R·M) fp32 = 4·(1 + 2/N0) bytes per input element (the packed-pair design it replaces had 4; +12.5 % at
-N0 = 16, +0.8 % at N0 = 256; pass 2 works in place). Forward: one buffer (+ w (B, H, L) in u's dtype when postgate
+Memory: intermediate buffers between the passes are complex planes of the R stored outer rows, (B, H, 2, R·M) in
+u's dtype for fp16/bf16 (fp32 for fp32 inputs) = 2·(1 + 2/N0) bytes per input element in 16 bits (4·(1 + 2/N0) in
+fp32; pass 2 works in place), plus their power-of-two factors in fp32: (B, H, M/BM) for pass 1's column blocks and
+(B, H, R) for pass 2's rows (≤ 0.4 % of the buffer). Forward: one buffer (+ w (B, H, L) in u's dtype when postgate
 needs a gradient). Backward: up to two buffers (g's and v's spectra) + (n_chunks, H, 2, R·M) fp32 for dk. All
 offsets are int64 (`_row_start`): B·H·N may exceed 2^31.
 
-Numerics of fp16/bf16 (as in the fused kernel): pass 2 scales every inner row it loads, and its k_f segment, by
-powers of two to max |·| ∈ [1/2, 1) before any rounding to the dot dtype, pass 3 scales each chunk of KB outer rows
-the same way, pass 1 each chunk of gated inputs; the scales are undone in fp32. Every value rounded to fp16 is then
-at most 2√M (128), so no intermediate overflows for any finite input; the output is finite wherever its exact value
-fits the dtype.
+Numerics of fp16/bf16 (as in the fused kernel; 16-bit intermediates since issue 20): pass 1 stores each (N0/2+1, BM)
+block times a power of two that puts its largest entry in [1/2, 1) and keeps the factor; pass 2 folds the factors of
+the blocks a row crosses back in (fp32), scales every inner row it loads, and its k_f segment, by powers of two to
+max |·| ∈ [1/2, 1) before any rounding to the dot dtype, applies pass 3's conj(twiddle) in fp32 and stores the row
+scaled the same way with its factor; pass 3 folds the row factors in and scales each chunk of KB outer rows to one
+power of two for its dot; pass 1 scales each chunk of gated inputs. So every value is rounded to the 16-bit dtype
+once between two products, where the fp32-intermediate version rounded it (as a dot operand): stored values are
+what the next dot would have been fed, up to powers of two (exact, but where a row is 2^14 below its block's or
+chunk's largest: its low bits are lost as in the old rounding relative to the chunk). Every stored or rounded value
+is below 1 or at most 2√M (128), so no intermediate overflows for any finite input; the output is finite wherever
+its exact value fits the dtype.
 
 Caveats (honest)
 ----------------
-- Tested on CPU through the Triton interpreter and compiled on an H100 (triton 3.6): per call it beats cuFFT's rfft
-  convolution up to 128K (2.17× at 8K, 1.5× at 64K–128K, fp16) and is slower from 256K (0.4× at 1M), where the two
-  outer passes over the fp32 intermediate dominate (results/ holds the timings). Pass 2 uses the fused kernel's
+- Tested on CPU through the Triton interpreter. The fp32-intermediate version before it was compiled on an H100
+  (triton 3.6): per call it beat cuFFT's rfft convolution up to 128K (2.17× at 8K, 1.5× at 64K–128K, fp16) and was
+  slower from 256K (0.4× at 1M), where the two outer passes over the fp32 intermediate dominated (results/ holds
+  those timings); the 16-bit intermediates (20 → 12 bytes per element between the passes, est.) are untimed. Pass 2 uses the fused kernel's
   launch settings for M (kernels.launch.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to 2.8 ms. The
   outer passes have not been tuned. Shared memory per block of this version (fp16, compiled for sm_86 and sm_90
   without a GPU): passes 1 and 3 ≤ 32 KB, pass 2 and its backward ≤ 48 KB (M = 4096): every N fits the ~99 KB
@@ -80,10 +89,11 @@ Caveats (honest)
     fp32 (input_precision="ieee", FMA dots): fine up to M = 512, but pass 2 spills heavily at M ≥ 1024 (340 B at
                1K, ~15 KB at 2K, ~86 KB at 4K) and passes 1/3 spill for N0 ≥ 32: correct but slow. "tf32x3" would
                cut pass 2's spills to ~4 KB at 4K (200 KB shared) but is untested numerically, so not used.
-- The twiddle table (2, N0, M) fp32 (8 bytes per FFT point, 8 MB at 1M) is read by every pass-1/3 program: from
-  L2 in practice, but it is traffic the fused kernel does not have.
-- fp16/bf16: the intermediate buffers are fp32, but every tl.dot operand is rounded to the input dtype (tensor cores,
-  after the scaling above); errors are a few ulps of the input dtype.
+- The twiddle table (2, N0, M) fp32 (8 bytes per FFT point, 8 MB at 1M) is read by every pass-1 program and, a row
+  segment per program, by pass 2 (pass 3 no longer reads it): from L2 in practice, but traffic the fused kernel
+  does not have. The outer DFT is still one dense N0×N0 product (not yet factored 16 × N0/16 for N0 ≥ 64).
+- fp16/bf16: the intermediate buffers are in the input dtype (with fp32 factors), and every tl.dot operand is
+  rounded to the input dtype (tensor cores, after the scaling above); errors are a few ulps of the input dtype.
 - The per-row design (this version) has not been timed on a GPU (the timings in results/ are of the packed-pair
   kernels): per row the outer passes do the same dot work as before (real operands, half the complex work per
   row), pass 2 does R/(N0/2) = 1 + 2/N0 times the inner convolutions, and the buffers grow by the same factor.
@@ -105,14 +115,15 @@ from lconv.butterfly import three_pass_sizes
 from .launch import chunks, dot_args, get_plan, launch, launch_opts, outer_blocks
 
 # ---------------------------------------------------------------------------------------------------------------
-# Triton kernels. Complex values are separate re/im planes; buffers between the passes are (B, H, 2, R·M) fp32.
+# Triton kernels. Complex values are separate re/im planes; buffers between the passes are (B, H, 2, R·M) in u's
+# dtype (fp32 factors for 16 bits).
 # ---------------------------------------------------------------------------------------------------------------
 
 
 @triton.jit
 def outer_fwd_kernel(
     # pointers
-    x_ptr, gate_ptr, w_ptr, dgate_ptr, z_ptr, dft_ptr, tw_ptr,
+    x_ptr, gate_ptr, w_ptr, dgate_ptr, z_ptr, zs_ptr, dft_ptr, tw_ptr,
     # sizes
     B, H, L, n_mblocks,
     # meta-parameters
@@ -121,8 +132,9 @@ def outer_fwd_kernel(
 ):
     """Pass 1: z[b, h, :, f0·M + m] = tw[f0, m] · Σ_n0 F0[f0, n0] · (gate ⊙ x)[b, h, n0·M + m] for f0 ≤ N0/2.
 
-    One program per (row b, channel h, block of BM columns m). Optionally also stores dgate = x ⊙ w (the
-    postgate gradient dy ⊙ w, fused into the load of dy).
+    One program per (row b, channel h, block of BM columns m). NORM (16-bit z): the block is stored times a power of
+    two s that puts its largest entry in [1/2, 1), and zs[b, h, block] = 1/s (fp32). Optionally also stores
+    dgate = x ⊙ w (the postgate gradient dy ⊙ w, fused into the load of dy).
     """
     R: tl.constexpr = N0 // 2 + 1  # outer rows stored
     RM: tl.constexpr = R * M
@@ -161,14 +173,20 @@ def outer_fwd_kernel(
     keep = (f0[:, None] < R) & (m[None, :] < M)  # (N0, BM)
     twr = tl.load(tw_ptr + idx)
     twi = tl.load(tw_ptr + N0 * M + idx)
+    cr = tl.where(keep, accr * twr - acci * twi, 0.0)
+    ci = tl.where(keep, accr * twi + acci * twr, 0.0)
+    if NORM:  # 16-bit z: one power-of-two scale per block, remembered in zs
+        s, inv = _pow2_scale(_absmax(cr, ci))
+        cr, ci = cr * s, ci * s
+        tl.store(zs_ptr + pid, inv)
     zbase = bh * 2 * RM
-    tl.store(z_ptr + zbase + idx, accr * twr - acci * twi, mask=keep)
-    tl.store(z_ptr + zbase + RM + idx, accr * twi + acci * twr, mask=keep)
+    tl.store(z_ptr + zbase + idx, _to_out(cr, z_ptr), mask=keep)
+    tl.store(z_ptr + zbase + RM + idx, _to_out(ci, z_ptr), mask=keep)
 
 @triton.jit
 def outer_adj_kernel(
     # pointers
-    z_ptr, dft_ptr, tw_ptr, out1_ptr, gate1_ptr, out2_ptr, gate2_ptr,
+    z_ptr, zs_ptr, dft_ptr, out1_ptr, gate1_ptr, out2_ptr, gate2_ptr,
     # sizes
     B, H, L, n_mblocks,
     # meta-parameters
@@ -176,8 +194,9 @@ def outer_adj_kernel(
     HAS_OUT2: tl.constexpr, HAS_GATE2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
     NORM: tl.constexpr,
 ):
-    """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, T = conj(tw) ⊙ z rows (rows f0 > N0/2
-    read as conj of row N0 − f0); out1 = gate1 ⊙ r and (optionally) out2 = gate2 ⊙ r, first L entries."""
+    """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, with T = conj(tw) ⊙ D as pass 2 stored it
+    (rows f0 > N0/2 read as conj of row N0 − f0; NORM: row f0 times zs[b, h, f0]); out1 = gate1 ⊙ r and
+    (optionally) out2 = gate2 ⊙ r, first L entries."""
     R: tl.constexpr = N0 // 2 + 1
     RM: tl.constexpr = R * M
     DOT = tl.float32 if DOT_FP32 else out1_ptr.dtype.element_ty
@@ -195,14 +214,12 @@ def outer_adj_kernel(
         src = tl.where(f0 < R, f0, N0 - f0)  # the stored row: f0, or N0 − f0 (conjugated)
         sign = tl.where(f0 < R, 1.0, -1.0)[:, None]
         idx = src[:, None] * M + m[None, :]  # (KB, BM)
-        dr = tl.load(z_ptr + zbase + idx)
-        di = tl.load(z_ptr + zbase + RM + idx)
-        twr = tl.load(tw_ptr + idx)
-        twi = tl.load(tw_ptr + N0 * M + idx)
-        cr = dr * twr + di * twi  # T = D ⊙ conj(tw), fp32
-        ci = (di * twr - dr * twi) * sign  # conj for the mirrored rows
+        cr = tl.load(z_ptr + zbase + idx).to(tl.float32)  # T, fp32
+        ci = tl.load(z_ptr + zbase + RM + idx).to(tl.float32) * sign  # conj for the mirrored rows
         inv = 1.0
-        if NORM:
+        if NORM:  # rows to one power-of-two scale for the dot (exact but where a row underflows the chunk's)
+            rs = tl.load(zs_ptr + bh * R + src)[:, None]  # (KB, 1) each stored row's factor
+            cr, ci = cr * rs, ci * rs  # true values (fp32), then one scale for the chunk
             s, inv = _pow2_scale(_absmax(cr, ci))
             cr, ci = cr * s, ci * s
         fidx = n0[:, None] * N0 + f0[None, :]  # (N0, KB); F0 is symmetric
@@ -224,11 +241,36 @@ def outer_adj_kernel(
             o2 = o2 * tl.load(gate2_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
         tl.store(out2_ptr + row + n, _to_out(o2, out2_ptr), mask=mask)
 
+
 @triton.jit
-def _load_inner(z_ptr, base, RM, n, mask, NORM: tl.constexpr):
-    """One stored inner row (re, im (M1, M2) fp32 tiles), scaled by a power of two when NORM, and 1/scale."""
-    return _scale_pair(tl.load(z_ptr + base + n, mask=mask, other=0.0),
-                       tl.load(z_ptr + base + RM + n, mask=mask, other=0.0), NORM)
+def _load_inner(z_ptr, zs_ptr, base, RM, n, mask, bh, n_mblocks, BM: tl.constexpr, NORM: tl.constexpr):
+    """One stored inner row (re, im (M1, M2) tiles of pass 1's z, fp32 or 16-bit), scaled by a power of two when
+    NORM, and 1/scale. NORM: column m of z carries pass 1's factor zs[b, h, m // BM], folded in here."""
+    zr = tl.load(z_ptr + base + n, mask=mask, other=0.0).to(tl.float32)
+    zi = tl.load(z_ptr + base + RM + n, mask=mask, other=0.0).to(tl.float32)
+    if NORM:
+        bs = tl.load(zs_ptr + bh * n_mblocks + n // BM, mask=mask, other=1.0)  # (M1, M2) block factors
+        zr, zi = zr * bs, zi * bs  # true values (fp32), then one scale for the row: bs·s alone may overflow
+        s, inv = _pow2_scale(_absmax(zr, zi))
+        return zr * s, zi * s, inv
+    return zr, zi, 1.0
+
+
+@triton.jit
+def _store_inner(z_ptr, zs_ptr, base, RM, n, mask, yr, yi, c, twr, twi, bh_row, valid, NORM: tl.constexpr):
+    """Store an inner convolution's output row times c as T = conj(tw0 segment) ⊙ row (pass 3's twiddle, applied
+    here in fp32 before the one rounding); NORM: scaled to max |·| in [1/2, 1), zs[bh_row] = 1/scale · c."""
+    tr = yr * twr + yi * twi  # ⊙ conj(tw)
+    ti = yi * twr - yr * twi
+    if NORM:
+        s, inv = _pow2_scale(_absmax(tr, ti))
+        tr, ti, c = tr * s, ti * s, c * inv
+        tl.store(zs_ptr + bh_row, c, mask=valid)
+    else:
+        tr, ti = tr * c, ti * c
+    tl.store(z_ptr + base + n, _to_out(tr, z_ptr), mask=mask)
+    tl.store(z_ptr + base + RM + n, _to_out(ti, z_ptr), mask=mask)
+
 
 @triton.jit
 def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: tl.constexpr):
@@ -239,16 +281,23 @@ def _load_k_segment(k_f_ptr, h, f0, n, N: tl.constexpr, M: tl.constexpr, NORM: t
     return _scale_pair(tl.load(k_f_ptr + base + n), tl.load(k_f_ptr + base + RM + n), NORM)
 
 @triton.jit
+def _load_tw_segment(tw0_ptr, f0, n, N0: tl.constexpr, M: tl.constexpr):
+    """The outer twiddle's row f0 (re, im (M1, M2) fp32 tiles): pass 3's conj(tw) is applied by pass 2."""
+    return tl.load(tw0_ptr + f0 * M + n), tl.load(tw0_ptr + N0 * M + f0 * M + n)
+
+
+@triton.jit
 def inner_conv_kernel(
     # pointers
-    z_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
+    z_ptr, zs1_ptr, zs2_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, tw0_ptr, like_ptr,
     # sizes
-    B, H, n_chunks, rows_per_prog,
+    B, H, n_chunks, rows_per_prog, n_mblocks,
     # meta-parameters
-    N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-    NORM: tl.constexpr,
+    N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, BM: tl.constexpr, DOT_FP32: tl.constexpr,
+    PREC: tl.constexpr, NORM: tl.constexpr,
 ):
-    """Pass 2, in place: z[b, h, :, f0·M : (f0+1)·M] ← adj_M(fwd_M(row) ⊙ k_f[h, f0·M …]) for the chunk's rows.
+    """Pass 2, in place: z[b, h, :, f0·M : (f0+1)·M] ← conj(tw0[f0]) ⊙ adj_M(fwd_M(row) ⊙ k_f[h, f0·M …]) for the
+    chunk's rows (NORM: rows read with pass 1's block factors zs1, written with their own factor zs2[b, h, f0]).
 
     One program per (channel h, stored outer row f0 < R, chunk of batch rows); like_ptr only carries u's dtype.
     """
@@ -265,30 +314,32 @@ def inner_conv_kernel(
     n = tl.arange(0, M1)[:, None] * M2 + tl.arange(0, M2)[None, :]  # (M1, M2) slot i1·M2 + i2
     f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
     Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)  # this row's spectrum segment
+    t0r, t0i = _load_tw_segment(tw0_ptr, f0, n, N0, M)
     for i in range(0, rows_per_prog):
         b = chunk * rows_per_prog + i
         mask = (n < M) & (b < B)
-        base = _row_start(b, h, H, 2 * RM) + f0 * M
-        zr, zi, inv = _load_inner(z_ptr, base, RM, n, mask, NORM)
+        bh = b.to(tl.int64) * H + h
+        base = bh * 2 * RM + f0 * M
+        zr, zi, inv = _load_inner(z_ptr, zs1_ptr, base, RM, n, mask, bh, n_mblocks, BM, NORM)
         zr, zi = _monarch_fwd(zr, zi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
         yr = zr * Kr - zi * Ki  # ⊙ k_f
         yi = zr * Ki + zi * Kr
         yr, yi = _monarch_adj(yr, yi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-        tl.store(z_ptr + base + n, yr * (inv * inv_k), mask=mask)
-        tl.store(z_ptr + base + RM + n, yi * (inv * inv_k), mask=mask)
+        _store_inner(z_ptr, zs2_ptr, base, RM, n, mask, yr, yi, inv * inv_k, t0r, t0i, bh * R + f0, b < B, NORM)
+
 
 @triton.jit
 def inner_conv_bwd_kernel(
     # pointers
-    g_ptr, v_ptr, q_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, like_ptr,
+    g_ptr, gs1_ptr, gs2_ptr, v_ptr, vs1_ptr, q_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, tw0_ptr, like_ptr,
     # sizes
-    B, H, n_chunks, rows_per_prog,
+    B, H, n_chunks, rows_per_prog, n_mblocks,
     # meta-parameters
-    N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-    COMPUTE_DV: tl.constexpr, COMPUTE_DK: tl.constexpr, NORM: tl.constexpr,
+    N0: tl.constexpr, M1: tl.constexpr, M2: tl.constexpr, BM: tl.constexpr, DOT_FP32: tl.constexpr,
+    PREC: tl.constexpr, COMPUTE_DV: tl.constexpr, COMPUTE_DK: tl.constexpr, NORM: tl.constexpr,
 ):
-    """Pass 2 backward: g row ← adj_M(fwd_M(g row) ⊙ conj(k_f)) in place (dv), and
-    q[chunk, h, :, f0·M …] = Σ_{rows} conj(fwd_M(v row)) ⊙ fwd_M(g row) in fp32 (dk's spectrum, permuted)."""
+    """Pass 2 backward: g row ← conj(tw0[f0]) ⊙ adj_M(fwd_M(g row) ⊙ conj(k_f)) in place (dv; factors as pass 2),
+    and q[chunk, h, :, f0·M …] = Σ_{rows} conj(fwd_M(v row)) ⊙ fwd_M(g row) in fp32 (dk's spectrum, permuted)."""
     M: tl.constexpr = M1 * M2
     N: tl.constexpr = N0 * M
     R: tl.constexpr = N0 // 2 + 1
@@ -303,22 +354,24 @@ def inner_conv_bwd_kernel(
     f1r, f1i, f2r, f2i, twr, twi = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, M1, M2, DOT)
     if COMPUTE_DV:
         Kr, Ki, inv_k = _load_k_segment(k_f_ptr, h, f0, n, N, M, NORM)
+        t0r, t0i = _load_tw_segment(tw0_ptr, f0, n, N0, M)
     Pr = tl.zeros((M1, M2), dtype=tl.float32)  # Σ conj(Zv) ⊙ Zg over the chunk's rows
     Pi = tl.zeros((M1, M2), dtype=tl.float32)
     for i in range(0, rows_per_prog):
         b = chunk * rows_per_prog + i
         mask = (n < M) & (b < B)
-        base = _row_start(b, h, H, 2 * RM) + f0 * M
-        gr, gi, inv_g = _load_inner(g_ptr, base, RM, n, mask, NORM)
+        bh = b.to(tl.int64) * H + h
+        base = bh * 2 * RM + f0 * M
+        gr, gi, inv_g = _load_inner(g_ptr, gs1_ptr, base, RM, n, mask, bh, n_mblocks, BM, NORM)
         gr, gi = _monarch_fwd(gr, gi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zg
         if COMPUTE_DV:
             xr = gr * Kr + gi * Ki  # Zg ⊙ conj(k_f)
             xi = gi * Kr - gr * Ki
             xr, xi = _monarch_adj(xr, xi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)
-            tl.store(g_ptr + base + n, xr * (inv_g * inv_k), mask=mask)
-            tl.store(g_ptr + base + RM + n, xi * (inv_g * inv_k), mask=mask)
+            _store_inner(g_ptr, gs2_ptr, base, RM, n, mask, xr, xi, inv_g * inv_k, t0r, t0i, bh * R + f0, b < B,
+                         NORM)
         if COMPUTE_DK:
-            vr, vi, inv_v = _load_inner(v_ptr, base, RM, n, mask, NORM)
+            vr, vi, inv_v = _load_inner(v_ptr, vs1_ptr, base, RM, n, mask, bh, n_mblocks, BM, NORM)
             vr, vi = _monarch_fwd(vr, vi, f1r, f1i, f2r, f2i, twr, twi, DOT, PREC)  # Zv
             c = inv_v * inv_g
             Pr += (vr * gr + vi * gi) * c  # conj(Zv) ⊙ Zg
@@ -327,7 +380,6 @@ def inner_conv_bwd_kernel(
         qbase = _row_start(chunk, h, H, 2 * RM) + f0 * M
         tl.store(q_ptr + qbase + n, Pr)
         tl.store(q_ptr + qbase + RM + n, Pi)
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,26 +393,35 @@ def k_f_three_pass(k: torch.Tensor, N: int) -> torch.Tensor:
     return k_f_gathered(k, N, get_plan(N, k.device)["k_src"])
 
 
+def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The intermediates' dtype: the input's for fp16/bf16 (scaled by powers of two, factors kept in fp32), fp32
+    for fp32."""
+    return torch.float32 if dtype == torch.float32 else dtype
+
+
 def _pass1(x, gate, N, dtype, w=None, dgate=None):
-    """(B, H, 2, R·M) fp32 outer-pass spectrum (stored rows f0 ≤ N0/2) of gate ⊙ x (B, H, L), row by row; also
-    dgate = x ⊙ w when w is given."""
+    """(z, zs): z (B, H, 2, R·M) the outer-pass spectrum (stored rows f0 ≤ N0/2) of gate ⊙ x (B, H, L), row by row,
+    in `_buffer_dtype(dtype)`; zs (B, H, M/BM) fp32 its block factors (16-bit z: true value = stored · factor);
+    also dgate = x ⊙ w when w is given."""
     B, H, L = x.shape
     N0, M1, M2 = three_pass_sizes(N)
     M, R = M1 * M2, N0 // 2 + 1
     plan = get_plan(N, x.device)
-    z = torch.empty(B, H, 2, R * M, device=x.device, dtype=torch.float32)  # (B, H, 2, R·M)
     opts = outer_blocks(N0)
     n_mblocks = M // opts["BM"]
+    z = torch.empty(B, H, 2, R * M, device=x.device, dtype=_buffer_dtype(dtype))  # (B, H, 2, R·M)
+    zs = torch.empty(B, H, n_mblocks, device=x.device, dtype=torch.float32)  # (B, H, M/BM)
     launch(outer_fwd_kernel, (B * H * n_mblocks,),
-                 (x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z,
-                  plan["dft0"], plan["tw0"], B, H, L, n_mblocks),
-                 dict(N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **dot_args(dtype),
-                      **opts), N, "three-pass pass 1")
-    return z
+           (x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z, zs,
+            plan["dft0"], plan["tw0"], B, H, L, n_mblocks),
+           dict(N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **dot_args(dtype), **opts),
+           N, "three-pass pass 1")
+    return z, zs
 
 
-def _pass3(z, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
-    """Outer pass back of z (B, H, 2, R·M) into out1 = gate1 ⊙ r (B, H, L) and optionally out2 = gate2 ⊙ r."""
+def _pass3(z, zs, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
+    """Outer pass back of z (B, H, 2, R·M) with row factors zs (B, H, R) into out1 = gate1 ⊙ r (B, H, L) and
+    optionally out2 = gate2 ⊙ r."""
     H = z.shape[1]
     N0, M1, M2 = three_pass_sizes(N)
     M = M1 * M2
@@ -368,42 +429,49 @@ def _pass3(z, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
     opts = outer_blocks(N0)
     n_mblocks = M // opts["BM"]
     launch(outer_adj_kernel, (B * H * n_mblocks,),
-                 (z, plan["dft0"], plan["tw0"], out1, out1 if gate1 is None else gate1,
-                  out1 if out2 is None else out2, out1 if gate2 is None else gate2, B, H, L, n_mblocks),
-                 dict(N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None,
-                      HAS_GATE2=gate2 is not None, **dot_args(dtype or out1.dtype), **opts),
-                 N, "three-pass pass 3")
+           (z, zs, plan["dft0"], out1, out1 if gate1 is None else gate1, out1 if out2 is None else out2,
+            out1 if gate2 is None else gate2, B, H, L, n_mblocks),
+           dict(N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None,
+                HAS_GATE2=gate2 is not None, **dot_args(dtype or out1.dtype), **opts),
+           N, "three-pass pass 3")
 
 
-def _pass2(z, k_f, N, like, rows_per_prog=None):
-    """In place: every stored outer row f0 of z (B, H, 2, R·M) becomes its inner FFT convolution with its k_f
-    segment."""
+def _pass2(z, zs1, k_f, N, like, rows_per_prog=None):
+    """In place: every stored outer row f0 of z (B, H, 2, R·M; block factors zs1) becomes conj(tw0) ⊙ its inner
+    FFT convolution with its k_f segment; returns the row factors zs2 (B, H, R) fp32."""
     B, H = z.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
     R = N0 // 2 + 1
     plan = get_plan(N, z.device)
+    BM = outer_blocks(N0)["BM"]
+    zs2 = torch.empty(B, H, R, device=z.device, dtype=torch.float32)  # (B, H, R)
     n_chunks, rpp = chunks(B, H * R, z.device, rows_per_prog)
     launch(inner_conv_kernel, (H * R * n_chunks,),
-                 (z, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like, B, H, n_chunks, rpp),
-                 dict(N0=N0, M1=M1, M2=M2, **dot_args(like.dtype), **launch_opts(M1 * M2, "fwd")),
-                 N, "three-pass pass 2")
+           (z, zs1, zs2, k_f, plan["dft1"], plan["dft2"], plan["tw1"], plan["tw0"], like, B, H, n_chunks, rpp,
+            M1 * M2 // BM),
+           dict(N0=N0, M1=M1, M2=M2, BM=BM, **dot_args(like.dtype), **launch_opts(M1 * M2, "fwd")),
+           N, "three-pass pass 2")
+    return zs2
 
 
-def _pass2_bwd(g, v, k_f, N, like, need_dv=True, need_dk=True, rows_per_prog=None):
-    """g (B, H, 2, R·M) ← inner part of dv in place; returns q (H, 2, R·M) fp32 = Σ conj(Zv)·Zg (permuted) or None."""
+def _pass2_bwd(g, gs1, v, vs1, k_f, N, like, need_dv=True, need_dk=True, rows_per_prog=None):
+    """g (B, H, 2, R·M) ← inner part of dv in place (as _pass2, with conj(k_f)); returns (gs2 (B, H, R) fp32 or
+    None, q (H, 2, R·M) fp32 = Σ conj(Zv)·Zg (permuted) or None)."""
     B, H = g.shape[:2]
     N0, M1, M2 = three_pass_sizes(N)
     R = N0 // 2 + 1
     plan = get_plan(N, g.device)
+    BM = outer_blocks(N0)["BM"]
     n_chunks, rpp = chunks(B, H * R, g.device, rows_per_prog)
+    gs2 = torch.empty(B, H, R, device=g.device, dtype=torch.float32) if need_dv else gs1  # (B, H, R)
     q = (torch.empty(n_chunks, H, 2, R * M1 * M2, device=g.device, dtype=torch.float32) if need_dk  # (C, H, 2, R·M)
-         else g.new_empty(0))
+         else gs1)
     launch(inner_conv_bwd_kernel, (H * R * n_chunks,),
-                 (g, g if v is None else v, q, k_f, plan["dft1"], plan["dft2"], plan["tw1"], like,
-                  B, H, n_chunks, rpp),
-                 dict(N0=N0, M1=M1, M2=M2, **dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
-                      **launch_opts(M1 * M2, "bwd")), N, "three-pass pass 2 (backward)")
-    return q.sum(0) if need_dk else None  # (H, 2, R·M)
+           (g, gs1, gs2, g if v is None else v, gs1 if vs1 is None else vs1, q, k_f, plan["dft1"], plan["dft2"],
+            plan["tw1"], plan["tw0"], like, B, H, n_chunks, rpp, M1 * M2 // BM),
+           dict(N0=N0, M1=M1, M2=M2, BM=BM, **dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
+                **launch_opts(M1 * M2, "bwd")), N, "three-pass pass 2 (backward)")
+    return (gs2 if need_dv else None), ((q[0] if n_chunks == 1 else q.sum(0)) if need_dk else None)  # (H, 2, R·M)
 
 
 def _dk_from_spectrum(q: torch.Tensor, N: int, Lk: int) -> torch.Tensor:
@@ -418,11 +486,11 @@ def _dk_from_spectrum(q: torch.Tensor, N: int, Lk: int) -> torch.Tensor:
 def _fwd(u, k_f, N, pregate=None, postgate=None, save_w=False, rows_per_prog=None):
     """(y, w or None): y = postgate ⊙ w, w = conv_N(pregate ⊙ u, k) — three passes, one (B, H, 2, R·M) buffer."""
     B, H, L = u.shape
-    z = _pass1(u, pregate, N, u.dtype)  # (B, H, 2, R·M) fp32
-    _pass2(z, k_f, N, u, rows_per_prog)
+    z, zs1 = _pass1(u, pregate, N, u.dtype)  # (B, H, 2, R·M)
+    zs2 = _pass2(z, zs1, k_f, N, u, rows_per_prog)
     y = torch.empty_like(u)  # (B, H, L)
     w = torch.empty_like(u) if (save_w and postgate is not None) else None
-    _pass3(z, N, B, L, y, gate1=postgate, out2=w)
+    _pass3(z, zs2, N, B, L, y, gate1=postgate, out2=w)
     return y, w
 
 
@@ -434,15 +502,16 @@ def _bwd(u, dy, k_f, N, Lk, pregate=None, postgate=None, w=None, need_du=True, n
     dpost = torch.empty_like(u) if need_dpost else None
     du = dpre = dk = None
     if need_dv or need_dk or need_dpost:
-        g = _pass1(dy, postgate, N, u.dtype, w=w if need_dpost else None, dgate=dpost)  # (B, H, 2, R·M)
+        g, gs1 = _pass1(dy, postgate, N, u.dtype, w=w if need_dpost else None, dgate=dpost)  # (B, H, 2, R·M)
     if need_dv or need_dk:
-        v = _pass1(u, pregate, N, u.dtype) if need_dk else None  # (B, H, 2, R·M)
-        q = _pass2_bwd(g, v, k_f, N, u, need_dv=need_dv, need_dk=need_dk, rows_per_prog=rows_per_prog)
+        v, vs1 = _pass1(u, pregate, N, u.dtype) if need_dk else (None, None)  # (B, H, 2, R·M)
+        gs2, q = _pass2_bwd(g, gs1, v, vs1, k_f, N, u, need_dv=need_dv, need_dk=need_dk,
+                            rows_per_prog=rows_per_prog)
         del v
         if need_dv:
             du = torch.empty_like(u)  # (B, H, L)
             dpre = torch.empty_like(u) if need_dpre else None
-            _pass3(g, N, B, L, du, gate1=pregate, out2=dpre, gate2=u if need_dpre else None)
+            _pass3(g, gs2, N, B, L, du, gate1=pregate, out2=dpre, gate2=u if need_dpre else None)
         if need_dk:
             dk = _dk_from_spectrum(q, N, Lk)  # (H, Lk)
     return du, dk, dpre, dpost

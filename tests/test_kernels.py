@@ -439,7 +439,8 @@ COMPILE_CHECK = textwrap.dedent(r"""
     from lconv import butterfly
 
     def compile_ttir(fn, consts, opts):
-        sig = {n: "constexpr" if n in consts else ("*fp32" if n.endswith("_ptr") and n[0] in "kdtqzgvbh"
+        fp32_ptr = re.compile(r"^([kdtqbh]\w*|[zgv]s\d?)_ptr$")  # tables, k_f, dk, blocks; three-pass factors
+        sig = {n: "constexpr" if n in consts else ("*fp32" if fp32_ptr.match(n)
                else "*fp16" if n.endswith("_ptr") else "fp32" if n.startswith("sqrt") else "i32")
                for n in fn.arg_names}
         k = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", 90, 32), options=opts)
@@ -460,9 +461,9 @@ COMPILE_CHECK = textwrap.dedent(r"""
         "pass 1": (tp.outer_fwd_kernel, dict(f16, N0=N0, M=M1 * M2, HAS_GATE=True, HAS_DGATE=True, **ob), oo),
         "pass 3": (tp.outer_adj_kernel, dict(f16, N0=N0, M=M1 * M2, HAS_GATE1=True, HAS_OUT2=True,
                                              HAS_GATE2=True, **ob), oo),
-        "pass 2": (tp.inner_conv_kernel, dict(f16, N0=N0, M1=M1, M2=M2), {}),
-        "pass 2 bwd": (tp.inner_conv_bwd_kernel, dict(f16, N0=N0, M1=M1, M2=M2, COMPUTE_DV=True, COMPUTE_DK=True),
-                       {}),
+        "pass 2": (tp.inner_conv_kernel, dict(f16, N0=N0, M1=M1, M2=M2, BM=ob["BM"]), {}),
+        "pass 2 bwd": (tp.inner_conv_bwd_kernel, dict(f16, N0=N0, M1=M1, M2=M2, BM=ob["BM"], COMPUTE_DV=True,
+                                                      COMPUTE_DK=True), {}),
     }
     for name, (fn, consts, opts) in cases.items():
         ttir, shared = compile_ttir(fn, consts, {"num_warps": 4, "num_stages": 1, **opts})
