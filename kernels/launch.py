@@ -372,13 +372,33 @@ def _three_pass_plan(N: int, device: torch.device) -> dict:
             "dft2": planes(dft_matrix(M2) / math.sqrt(M2), device),
             "tw1": planes(twiddle(M1, M2), device),
             "nat": nat.to(device), "mirror": mirror.to(device),
+            # the outer DFT factored as N0 = A·(N0/A) when outer_blocks(N0)["A"] > 0 (A = 0: unused placeholders)
+            **_outer_factors(N0, device),
             "k_src": permuted_order((N0, M1, M2))[:R * M].to(device=device, dtype=torch.int32),  # stored rows only
         }
     return _PLANS[key]
 
 
+OUTER_A = 16  # N0 ≥ OUTER_FACTOR_MIN: the outer N0-point DFT runs as A-point DFTs, a twiddle, then N0/A-point DFTs
+OUTER_FACTOR_MIN = 64
+
+
 def outer_blocks(N0: int) -> dict:
-    """Column block BM and K chunk KB of the outer passes (tile (N0, BM) fp32 accumulators)."""
+    """Column block BM, K chunk KB (dense outer DFT) and the factor A (factored outer DFT, 0 = dense) of the outer
+    passes (tile (N0, BM) fp32 accumulators)."""
     BM = 64 if N0 <= 32 else (32 if N0 <= 64 else 16)
     KB = min(N0, 64 if N0 <= 64 else 32)
-    return {"BM": BM, "KB": KB, "num_warps": 4 if N0 <= 32 else 8, "num_stages": 1}
+    A = OUTER_A if N0 >= OUTER_FACTOR_MIN else 0
+    return {"BM": BM, "KB": KB, "A": A, "num_warps": 4 if N0 <= 32 else 8, "num_stages": 1}
+
+
+def _outer_factors(N0: int, device) -> dict:
+    """"dftA" F_A/√A (2, A, A), "dftB" F_Bf/√Bf (2, Bf, Bf) and "twAB" twiddle(A, Bf) (2, A, Bf) of N0 = A·Bf, whose
+    product with the digit permutations is F0/√N0 (lconv.butterfly's Monarch identity); 1-element placeholders when
+    the outer DFT is not factored."""
+    A = outer_blocks(N0)["A"]
+    if not A:
+        return {name: torch.zeros(2, 1, 1, device=device) for name in ("dftA", "dftB", "twAB")}
+    Bf = N0 // A
+    return {"dftA": planes(dft_matrix(A) / math.sqrt(A), device), "dftB": planes(dft_matrix(Bf) / math.sqrt(Bf), device),
+            "twAB": planes(twiddle(A, Bf), device)}

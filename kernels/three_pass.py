@@ -39,9 +39,13 @@ the N-point circular convolution with k (the permutations cancel).
 
 Split: M = min(4096, N/16), N0 = N/M ≥ 16, so the outer DFT is always a tl.dot (no elementwise radix-2…8 path):
 8K = 16·512, 16K = 16·1K, 32K = 16·2K, 64K = 16·4K, 128K = 32·4K, 256K = 64·4K, 512K = 128·4K, 1M = 256·4K.
-The outer DFT of size N0 is one dense complex matmul F0 @ tile per (N0, BM) column block (K-loop over chunks of KB
-rows of F0); for N0 = 256 this costs 4·N0 = 1024 real multiply-adds per complex element on tensor cores (no
-recursion of the outer factor).
+The outer DFT of size N0: for N0 ≤ 32 one dense complex matmul F0 @ tile per (N0, BM) column block (K-loop over
+chunks of KB rows of F0); for N0 ≥ 64 (256K … 1M) factored as N0 = 16·Bf (kernels.launch.outer_blocks "A"): 16-point
+DFTs over the high digit (one dot), the twiddle ω_N0^(ka·nb), Bf-point DFTs over the low digit (a dot at Bf = 16,
+broadcast sums at Bf = 4, 8), with the digit orders folded into the load and store addresses, so pass 2 and k_f are
+unchanged. At N0 = 256 that is 2·16 + 4·16 = 96 real multiply-adds per element in pass 1 instead of 2·N0 = 512, and
+16×16 tables instead of a 512 KB F0 table read by every program (issue 20); one more rounding to the dot dtype
+between the two factors (the errors at 256K–1M stay within the error rule, tests/test_three_pass.py).
 
 Backward (g = postgate ⊙ dy, v = pregate ⊙ u, both zero-padded):
     dv = adj(fwd(g) ⊙ conj(k_f))                         (passes 1, 2, 3 on g)
@@ -91,7 +95,7 @@ Caveats (honest)
                cut pass 2's spills to ~4 KB at 4K (200 KB shared) but is untested numerically, so not used.
 - The twiddle table (2, N0, M) fp32 (8 bytes per FFT point, 8 MB at 1M) is read by every pass-1 program and, a row
   segment per program, by pass 2 (pass 3 no longer reads it): from L2 in practice, but traffic the fused kernel
-  does not have. The outer DFT is still one dense N0×N0 product (not yet factored 16 × N0/16 for N0 ≥ 64).
+  does not have.
 - fp16/bf16: the intermediate buffers are in the input dtype (with fp32 factors), and every tl.dot operand is
   rounded to the input dtype (tensor cores, after the scaling above); errors are a few ulps of the input dtype.
 - The per-row design (this version) has not been timed on a GPU (the timings in results/ are of the packed-pair
@@ -108,8 +112,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .flash_butterfly import (_absmax, _load_plan, _monarch_adj, _monarch_fwd, _pow2_scale, _row_start, _scale_pair,
-                              _to_out, k_f_gathered)
+from .flash_butterfly import (_absmax, _cdot, _cdot_conj_lhs, _load_block, _load_plan, _mm, _monarch_adj, _monarch_fwd,
+                              _pow2_scale, _row_start, _scale_pair, _to_out, k_f_gathered)
 from lconv.butterfly import three_pass_sizes
 
 from .launch import chunks, dot_args, get_plan, launch, launch_opts, outer_blocks
@@ -121,18 +125,85 @@ from .launch import chunks, dot_args, get_plan, launch, launch_opts, outer_block
 
 
 @triton.jit
+def _load_outer_input(x_ptr, gate_ptr, w_ptr, dgate_ptr, row, n, mask, HAS_GATE: tl.constexpr,
+                      HAS_DGATE: tl.constexpr):
+    """gate ⊙ x at time offsets n of one row (fp32, zero where masked); stores dgate = x ⊙ w on the way when
+    HAS_DGATE (the postgate gradient dy ⊙ w, on the raw dy, before the gate)."""
+    x = tl.load(x_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+    if HAS_DGATE:
+        w = tl.load(w_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+        tl.store(dgate_ptr + row + n, _to_out(x * w, dgate_ptr), mask=mask)
+    if HAS_GATE:
+        x *= tl.load(gate_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _scale_tile(x, SCALE: tl.constexpr):
+    """(x·s, 1/s) with s a power of two making max|x·s| ∈ [1/2, 1) when SCALE, else (x, 1)."""
+    inv = 1.0
+    if SCALE:
+        s, inv = _pow2_scale(tl.max(tl.abs(x)))
+        x = x * s
+    return x, inv
+
+
+@triton.jit
+def _outer_fwd_factored(x, dftA_ptr, dftB_ptr, twAB_ptr, A: tl.constexpr, Bf: tl.constexpr, BM: tl.constexpr,
+                        DOT: tl.constexpr, PREC: tl.constexpr):
+    """F0/√N0 over the rows of a real (A, Bf, BM) tile, row (na, nb) = time row n0 = na·Bf + nb, factored as
+    N0 = A·Bf: A-point DFTs over na (one dot, x real: 2 real dots), the twiddle ω_N0^(ka·nb), Bf-point DFTs over nb
+    (4 real dots; broadcast sums below 16). Returns re, im (Bf, A, BM) fp32, row (kb, ka) = frequency ka + A·kb.
+    Real multiply-adds per element 2A + 4Bf (96 at N0 = 256) instead of 2·N0 (512), tables 2·(A² + Bf²) values."""
+    ar, ai = _load_block(dftA_ptr, A, DOT, False)
+    xd = tl.reshape(x, (A, Bf * BM)).to(DOT)
+    br = tl.reshape(tl.dot(ar, xd, input_precision=PREC, out_dtype=tl.float32), (A, Bf, BM))
+    bi = tl.reshape(tl.dot(ai, xd, input_precision=PREC, out_dtype=tl.float32), (A, Bf, BM))
+    t = tl.arange(0, A)[:, None, None] * Bf + tl.arange(0, Bf)[None, :, None]  # (A, Bf, 1)
+    twr = tl.load(twAB_ptr + t)
+    twi = tl.load(twAB_ptr + A * Bf + t)
+    cr = tl.reshape(tl.permute(br * twr - bi * twi, (1, 0, 2)), (Bf, A * BM)).to(DOT)  # rows nb
+    ci = tl.reshape(tl.permute(br * twi + bi * twr, (1, 0, 2)), (Bf, A * BM)).to(DOT)
+    gr, gi = _load_block(dftB_ptr, Bf, DOT, False)
+    zr, zi = _cdot(gr, gi, cr, ci, PREC, Bf >= 16)  # (Bf, A·BM)
+    return tl.reshape(zr, (Bf, A, BM)), tl.reshape(zi, (Bf, A, BM))
+
+
+@triton.jit
+def _outer_adj_factored(tr, ti, dftA_ptr, dftB_ptr, twAB_ptr, A: tl.constexpr, Bf: tl.constexpr, BM: tl.constexpr,
+                        DOT: tl.constexpr, PREC: tl.constexpr):
+    """Re(conj(F0)/√N0 @ T) over the rows of an (A, Bf, BM) tile, row (fa, fb) = frequency f0 = fa·Bf + fb, as
+    `_outer_fwd_factored` backwards: conj(F_A) over fa, conj(twiddle), then the real part of conj(F_Bf) over fb.
+    Returns (Bf, A, BM) fp32, row (nb, na) = time row n0 = na + A·nb."""
+    ar, ai = _load_block(dftA_ptr, A, DOT, False)
+    er, ei = _cdot_conj_lhs(ar, ai, tl.reshape(tr, (A, Bf * BM)).to(DOT), tl.reshape(ti, (A, Bf * BM)).to(DOT),
+                            PREC, True)
+    er = tl.reshape(er, (A, Bf, BM))
+    ei = tl.reshape(ei, (A, Bf, BM))
+    t = tl.arange(0, A)[:, None, None] * Bf + tl.arange(0, Bf)[None, :, None]  # (A, Bf, 1)
+    twr = tl.load(twAB_ptr + t)
+    twi = tl.load(twAB_ptr + A * Bf + t)
+    cr = tl.reshape(tl.permute(er * twr + ei * twi, (1, 0, 2)), (Bf, A * BM)).to(DOT)  # ⊙ conj(tw), rows fb
+    ci = tl.reshape(tl.permute(ei * twr - er * twi, (1, 0, 2)), (Bf, A * BM)).to(DOT)
+    gr, gi = _load_block(dftB_ptr, Bf, DOT, False)
+    y = _mm(gr, cr, PREC, Bf >= 16) + _mm(gi, ci, PREC, Bf >= 16)  # Re(conj(F_Bf) @ C)
+    return tl.reshape(y, (Bf, A, BM))
+
+
+@triton.jit
 def outer_fwd_kernel(
     # pointers
-    x_ptr, gate_ptr, w_ptr, dgate_ptr, z_ptr, zs_ptr, dft_ptr, tw_ptr,
+    x_ptr, gate_ptr, w_ptr, dgate_ptr, z_ptr, zs_ptr, dft_ptr, tw_ptr, dftA_ptr, dftB_ptr, twAB_ptr,
     # sizes
     B, H, L, n_mblocks,
     # meta-parameters
-    N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE: tl.constexpr,
+    N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, A: tl.constexpr, HAS_GATE: tl.constexpr,
     HAS_DGATE: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr,
 ):
     """Pass 1: z[b, h, :, f0·M + m] = tw[f0, m] · Σ_n0 F0[f0, n0] · (gate ⊙ x)[b, h, n0·M + m] for f0 ≤ N0/2.
 
-    One program per (row b, channel h, block of BM columns m). NORM (16-bit z): the block is stored times a power of
+    One program per (row b, channel h, block of BM columns m). A = 0: F0 @ x as one dense product in chunks of KB
+    rows; A > 0: factored, N0 = A·Bf (`_outer_fwd_factored`). NORM (16-bit z): the block is stored times a power of
     two s that puts its largest entry in [1/2, 1), and zs[b, h, block] = 1/s (fp32). Optionally also stores
     dgate = x ⊙ w (the postgate gradient dy ⊙ w, fused into the load of dy).
     """
@@ -146,31 +217,35 @@ def outer_fwd_kernel(
     b = bh // H
     row = _row_start(b, h, H, L)
     m = mb * BM + tl.arange(0, BM)  # (BM,) columns
-    f0 = tl.arange(0, N0)  # (N0,) output rows (only f0 < R are stored)
-    accr = tl.zeros((N0, BM), dtype=tl.float32)
-    acci = tl.zeros((N0, BM), dtype=tl.float32)
-    for kb in tl.static_range(0, N0, KB):
-        n0 = kb + tl.arange(0, KB)  # (KB,) input rows of this chunk
-        n = n0[:, None] * M + m[None, :]  # (KB, BM) time index n0·M + m
-        mask = (n < L) & (b < B)
-        x = tl.load(x_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-        if HAS_DGATE:  # dpostgate = dy ⊙ w on the raw dy, before the gate
-            w = tl.load(w_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-            tl.store(dgate_ptr + row + n, _to_out(x * w, dgate_ptr), mask=mask)
-        inv = 1.0
-        if HAS_GATE:
-            x *= tl.load(gate_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
-            if NORM:  # gate ⊙ x may leave the dtype's range: scale the chunk by a power of two
-                s, inv = _pow2_scale(tl.max(tl.abs(x)))
-                x = x * s
-        fidx = f0[:, None] * N0 + n0[None, :]  # (N0, KB)
-        fr = tl.load(dft_ptr + fidx).to(DOT)
-        fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
-        xd = x.to(DOT)
-        accr += tl.dot(fr, xd, input_precision=PREC, out_dtype=tl.float32) * inv  # F0 @ x, x real: 2 dots
-        acci += tl.dot(fi, xd, input_precision=PREC, out_dtype=tl.float32) * inv
-    idx = f0[:, None] * M + m[None, :]  # (N0, BM) slot f0·M + m
-    keep = (f0[:, None] < R) & (m[None, :] < M)  # (N0, BM)
+    if A > 0:  # factored: the tile is (Bf, A, BM), row (kb, ka) holding frequency f0 = ka + A·kb
+        Bf: tl.constexpr = N0 // A
+        n = (tl.arange(0, A)[:, None, None] * Bf + tl.arange(0, Bf)[None, :, None]) * M + m[None, None, :]
+        x = _load_outer_input(x_ptr, gate_ptr, w_ptr, dgate_ptr, row, n, (n < L) & (b < B), HAS_GATE, HAS_DGATE)
+        x, inv = _scale_tile(x, HAS_GATE and NORM)  # gate ⊙ x may leave the dtype's range
+        accr, acci = _outer_fwd_factored(x, dftA_ptr, dftB_ptr, twAB_ptr, A, Bf, BM, DOT, PREC)
+        accr, acci = accr * inv, acci * inv
+        f0 = tl.arange(0, A)[None, :, None] + A * tl.arange(0, Bf)[:, None, None]  # (Bf, A, 1)
+        cols = m[None, None, :]
+    else:
+        f0 = tl.arange(0, N0)  # (N0,) output rows (only f0 < R are stored)
+        accr = tl.zeros((N0, BM), dtype=tl.float32)
+        acci = tl.zeros((N0, BM), dtype=tl.float32)
+        for kb in tl.static_range(0, N0, KB):
+            n0 = kb + tl.arange(0, KB)  # (KB,) input rows of this chunk
+            n = n0[:, None] * M + m[None, :]  # (KB, BM) time index n0·M + m
+            x = _load_outer_input(x_ptr, gate_ptr, w_ptr, dgate_ptr, row, n, (n < L) & (b < B), HAS_GATE,
+                                  HAS_DGATE)
+            x, inv = _scale_tile(x, HAS_GATE and NORM)  # gate ⊙ x may leave the dtype's range: per chunk
+            fidx = f0[:, None] * N0 + n0[None, :]  # (N0, KB)
+            fr = tl.load(dft_ptr + fidx).to(DOT)
+            fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
+            xd = x.to(DOT)
+            accr += tl.dot(fr, xd, input_precision=PREC, out_dtype=tl.float32) * inv  # F0 @ x, x real: 2 dots
+            acci += tl.dot(fi, xd, input_precision=PREC, out_dtype=tl.float32) * inv
+        f0 = f0[:, None]
+        cols = m[None, :]
+    idx = f0 * M + cols  # slot f0·M + m
+    keep = (f0 < R) & (cols < M)
     twr = tl.load(tw_ptr + idx)
     twi = tl.load(tw_ptr + N0 * M + idx)
     cr = tl.where(keep, accr * twr - acci * twi, 0.0)
@@ -184,29 +259,12 @@ def outer_fwd_kernel(
     tl.store(z_ptr + zbase + RM + idx, _to_out(ci, z_ptr), mask=keep)
 
 @triton.jit
-def outer_adj_kernel(
-    # pointers
-    z_ptr, zs_ptr, dft_ptr, out1_ptr, gate1_ptr, out2_ptr, gate2_ptr,
-    # sizes
-    B, H, L, n_mblocks,
-    # meta-parameters
-    N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, HAS_GATE1: tl.constexpr,
-    HAS_OUT2: tl.constexpr, HAS_GATE2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
-    NORM: tl.constexpr,
-):
-    """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, with T = conj(tw) ⊙ D as pass 2 stored it
-    (rows f0 > N0/2 read as conj of row N0 − f0; NORM: row f0 times zs[b, h, f0]); out1 = gate1 ⊙ r and
-    (optionally) out2 = gate2 ⊙ r, first L entries."""
+def _outer_adj_dense(z_ptr, zs_ptr, dft_ptr, zbase, bh, m, N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr,
+                     KB: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr):
+    """Re(conj(F0) @ T) for the (N0, BM) column block m of one row's T, as one dense product in chunks of KB
+    frequency rows (rows f0 > N0/2 read as conj of row N0 − f0; NORM: each chunk scaled to one power of two)."""
     R: tl.constexpr = N0 // 2 + 1
     RM: tl.constexpr = R * M
-    DOT = tl.float32 if DOT_FP32 else out1_ptr.dtype.element_ty
-    pid = tl.program_id(0).to(tl.int64)
-    mb = pid % n_mblocks
-    bh = pid // n_mblocks
-    h = bh % H
-    b = bh // H
-    zbase = bh * 2 * RM
-    m = mb * BM + tl.arange(0, BM)  # (BM,)
     n0 = tl.arange(0, N0)  # (N0,) output rows
     acc = tl.zeros((N0, BM), dtype=tl.float32)
     for kb in tl.static_range(0, N0, KB):
@@ -228,7 +286,51 @@ def outer_adj_kernel(
         part = tl.dot(fr, cr.to(DOT), input_precision=PREC, out_dtype=tl.float32)  # Re(conj(F0) @ T)
         part += tl.dot(fi, ci.to(DOT), input_precision=PREC, out_dtype=tl.float32)
         acc += part * inv
-    n = n0[:, None] * M + m[None, :]  # (N0, BM) time index
+    return acc
+
+
+@triton.jit
+def outer_adj_kernel(
+    # pointers
+    z_ptr, zs_ptr, dft_ptr, dftA_ptr, dftB_ptr, twAB_ptr, out1_ptr, gate1_ptr, out2_ptr, gate2_ptr,
+    # sizes
+    B, H, L, n_mblocks,
+    # meta-parameters
+    N0: tl.constexpr, M: tl.constexpr, BM: tl.constexpr, KB: tl.constexpr, A: tl.constexpr, HAS_GATE1: tl.constexpr,
+    HAS_OUT2: tl.constexpr, HAS_GATE2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr,
+    NORM: tl.constexpr,
+):
+    """Pass 3: r = Re Σ_f0 conj(F0[n0, f0]) · T[f0, m] at time n0·M + m, with T = conj(tw) ⊙ D as pass 2 stored it
+    (rows f0 > N0/2 read as conj of row N0 − f0; NORM: row f0 times zs[b, h, f0]); out1 = gate1 ⊙ r and
+    (optionally) out2 = gate2 ⊙ r, first L entries."""
+    R: tl.constexpr = N0 // 2 + 1
+    RM: tl.constexpr = R * M
+    DOT = tl.float32 if DOT_FP32 else out1_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    mb = pid % n_mblocks
+    bh = pid // n_mblocks
+    h = bh % H
+    b = bh // H
+    zbase = bh * 2 * RM
+    m = mb * BM + tl.arange(0, BM)  # (BM,)
+    if A > 0:  # factored (N0 = A·Bf): the whole (A, Bf, BM) tile of T at once, one power of two for it
+        Bf: tl.constexpr = N0 // A
+        f0 = tl.arange(0, A)[:, None, None] * Bf + tl.arange(0, Bf)[None, :, None]  # (A, Bf, 1)
+        src = tl.where(f0 < R, f0, N0 - f0)  # the stored row: f0, or N0 − f0 (conjugated)
+        idx = src * M + m[None, None, :]  # (A, Bf, BM)
+        cr = tl.load(z_ptr + zbase + idx).to(tl.float32)
+        ci = tl.load(z_ptr + zbase + RM + idx).to(tl.float32) * tl.where(f0 < R, 1.0, -1.0)
+        inv = 1.0
+        if NORM:
+            rs = tl.load(zs_ptr + bh * R + src)  # (A, Bf, 1) each stored row's factor
+            cr, ci = cr * rs, ci * rs  # true values (fp32), then one scale for the tile
+            s, inv = _pow2_scale(_absmax(cr, ci))
+            cr, ci = cr * s, ci * s
+        acc = _outer_adj_factored(cr, ci, dftA_ptr, dftB_ptr, twAB_ptr, A, Bf, BM, DOT, PREC) * inv
+        n = (tl.arange(0, A)[None, :, None] + A * tl.arange(0, Bf)[:, None, None]) * M + m[None, None, :]
+    else:
+        acc = _outer_adj_dense(z_ptr, zs_ptr, dft_ptr, zbase, bh, m, N0, M, BM, KB, DOT, PREC, NORM)
+        n = tl.arange(0, N0)[:, None] * M + m[None, :]  # (N0, BM) time index
     row = _row_start(b, h, H, L)
     mask = (n < L) & (b < B)
     o1 = acc
@@ -413,7 +515,7 @@ def _pass1(x, gate, N, dtype, w=None, dgate=None):
     zs = torch.empty(B, H, n_mblocks, device=x.device, dtype=torch.float32)  # (B, H, M/BM)
     launch(outer_fwd_kernel, (B * H * n_mblocks,),
            (x, x if gate is None else gate, x if w is None else w, x if dgate is None else dgate, z, zs,
-            plan["dft0"], plan["tw0"], B, H, L, n_mblocks),
+            plan["dft0"], plan["tw0"], plan["dftA"], plan["dftB"], plan["twAB"], B, H, L, n_mblocks),
            dict(N0=N0, M=M, HAS_GATE=gate is not None, HAS_DGATE=w is not None, **dot_args(dtype), **opts),
            N, "three-pass pass 1")
     return z, zs
@@ -429,7 +531,8 @@ def _pass3(z, zs, N, B, L, out1, gate1=None, out2=None, gate2=None, dtype=None):
     opts = outer_blocks(N0)
     n_mblocks = M // opts["BM"]
     launch(outer_adj_kernel, (B * H * n_mblocks,),
-           (z, zs, plan["dft0"], out1, out1 if gate1 is None else gate1, out1 if out2 is None else out2,
+           (z, zs, plan["dft0"], plan["dftA"], plan["dftB"], plan["twAB"], out1, out1 if gate1 is None else gate1,
+            out1 if out2 is None else out2,
             out1 if gate2 is None else gate2, B, H, L, n_mblocks),
            dict(N0=N0, M=M, HAS_GATE1=gate1 is not None, HAS_OUT2=out2 is not None,
                 HAS_GATE2=gate2 is not None, **dot_args(dtype or out1.dtype), **opts),

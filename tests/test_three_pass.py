@@ -115,6 +115,16 @@ def test_forward_backward_match_fp64(N, L, dtype, gated):
 
 
 @needs_triton
+@pytest.mark.slow
+@pytest.mark.parametrize("N,dtype", [(1 << 18, torch.float16), (1 << 19, torch.bfloat16), (1 << 20, torch.float16)])
+def test_factored_outer_dft_meets_the_error_rule(N, dtype):
+    """N ≥ 256K (N0 ≥ 64): the outer N0-point DFT of passes 1 and 3 runs factored, 16 × N0/16 (the small factor 4 or 8
+    as broadcast sums, 16 as a dot); y and every gradient, gated, one row (about 20–35 s each on a 2-core CPU)."""
+    assert kl.outer_blocks(three_pass_sizes(N)[0])["A"] == 16
+    check_against_torch(N, N // 2, dtype, gated=True, B=1, H=1)
+
+
+@needs_triton
 def test_odd_batch_short_kernel_and_bf16():
     """B odd, Lk < L (dk comes back as (H, Lk)), bf16 loads and stores."""
     (_, _, dk), _ = check_against_torch(8192, 3001, torch.bfloat16, gated=False, B=3, Lk=777)
