@@ -64,6 +64,7 @@ MIN_H = 16  # scale_batch shrinks H to this before it shrinks B (the peer's set_
 TARGET_DTYPES = ("float16", "bfloat16")  # the speed targets hold in both
 SPEED_N = tuple(n for n in FULL_N if n <= TARGET_SPEEDUP_MAX_N)  # 256 … 64K: the 2.2× and 2× targets
 THREE_PASS_GRID_N = tuple(n for n in FULL_N if n > FUSED_MAX_N)  # 8K … 1M
+DEVICE_CHECK = "lconv.kernels.device_check"  # the "benchmark" field of `make device-check`'s results files
 CUDNN_MIN_VERSION = 92600  # cudnn.ops.fft_causal_conv1d needs cuDNN ≥ 9.26.0 (NVIDIA's cuDNN frontend docs)
 
 # Peak HBM bandwidth (bytes/s) by device name: (substrings that must all appear, lower case) → peak.
@@ -784,6 +785,14 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------------------------------
 # Reading recorded results back (notebooks 03 and 04)
 # ---------------------------------------------------------------------------------------------------------------
+
+def load_shown(results_dir=RESULTS_DIR) -> dict | None:
+    """What notebook 03 shows without a GPU: the newest `make device-check` results in results_dir (benchmark
+    DEVICE_CHECK), else the newest benchmark there (the recorded H100 run), else None. Smoke runs never count."""
+    from lconv.results import load_latest_bench
+
+    return load_latest_bench(results_dir, benchmark=DEVICE_CHECK) or load_latest_bench(results_dir)
+
 
 def recorded_report(shown, label, results_dir=RESULTS_DIR) -> tuple[str, list[dict]]:
     """(text, rows) for a loaded benchmark (load_latest; None: nothing recorded): the fp16 tables per pass, the

@@ -231,7 +231,7 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
     os.environ.update({k: env[k] for k in ("MPLCONFIGDIR",)})  # the plot at the end, in this process
     work = Path(tempfile.mkdtemp(prefix="lconv-device-check-"))
     info = environment(smoke)
-    results = {"benchmark": "lconv.kernels.device_check", "smoke": smoke, "provenance": info["provenance"],
+    results = {"benchmark": bench.DEVICE_CHECK, "smoke": smoke, "provenance": info["provenance"],
                "peak_bandwidth_Bps": info["peak_bandwidth_Bps"], "cudnn": info["cudnn"],
                "args": {"budget_s": budget_s, "smoke": smoke, "stages": list(stages)},
                "rows": [], "host": [], "s4d_128k": None, "tests": None, "stages": [], "targets": []}
