@@ -486,7 +486,8 @@ def host_us(fn, calls: int = 50, block_ms: float = 200.0, block=None, sync=None,
         def block(ms):
             props = torch.cuda.get_device_properties(torch.cuda.current_device())
             rate = getattr(props, "clock_rate", 0) or 2_000_000  # kHz (cudaDeviceProp.clockRate); 2 GHz if unknown
-            torch.cuda._sleep(int(ms * 1e-3 * rate * 1e3))
+            hz = rate * 1e3 if rate > 1e5 else rate * 1e6  # some builds report MHz
+            torch.cuda._sleep(int(ms * 1e-3 * hz))
     sync = sync or torch.cuda.synchronize
     busy = busy or (lambda: not torch.cuda.current_stream().query())
     fn()

@@ -265,7 +265,10 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
                 record.update(status="skipped", seconds=0, detail="not available: pytest is not installed")
             else:
                 selection = list(tests or (SMOKE_TESTS if smoke else TEST_FILES))
-                cmd = [python, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--tb=line", "-W", "ignore", *selection]
+                # -o addopts=: pyproject's --timeout needs pytest-timeout, which a GPU machine may lack (the stage
+                # has its own time box)
+                cmd = [python, "-m", "pytest", "-v", "-o", "addopts=", "-p", "no:cacheprovider", "--tb=line",
+                       "-W", "ignore", *selection]
                 status, rc, output = run_process(cmd, timeout, env, work / "tests.log")
                 summary = parse_pytest(output)
                 summary["selection"] = selection
