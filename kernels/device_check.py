@@ -137,9 +137,9 @@ def run_child_stage(stage: str, part_path: str, smoke: bool, deadline_s: float) 
                 part["notes"].append(f"stopped before its deadline: {len(cases) - i} of {len(cases)} cases not run, "
                                      f"from N={case['N']} {case['dtype']} {case['mode']}")
                 break
-            part["rows"] += bench.bench_case(case, device, peak, warmup=5, rep=20, graph=timed,
-                                             cudnn_fn=cudnn_fn, timed=timed)
-            for row in part["rows"][-3:]:
+            rows = bench.bench_case(case, device, peak, warmup=5, rep=20, graph=timed, cudnn_fn=cudnn_fn, timed=timed)
+            part["rows"] += rows
+            for row in rows:
                 print(bench.row_line(row), flush=True)
             _write_part(part_path, part)
         else:
@@ -306,7 +306,8 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
     print("\n" + bench.side_by_side(results))
     bench.print_targets(results["targets"])
     print("\nstages: " + ", ".join(f"{s['stage']} {s['status']} ({s['seconds']:.0f} s)" for s in results["stages"]))
-    print(f"total {time.monotonic() - t0:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    print(f"total {time.monotonic() - t0:.0f} s; wrote " + ", ".join(str(p) for p in paths.values())
+          + f"; each stage's log in {work}")
     results["paths"] = {k: str(v) for k, v in paths.items()}
     return results
 
