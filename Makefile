@@ -17,12 +17,13 @@ SETUP := setup
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data browser lint test reproduce book lab bench clean clean-venv
+.PHONY: help setup data browser lint test reproduce book lab bench device-check clean clean-venv
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: PROFILE=smoke|quick|full (default quick)  DEVICE=auto|cpu|cuda  PYTEST_ARGS=..."
 	@echo "             SYSTEM_PYTHON=1 (no venv: run with $(PYTHON) and its packages, e.g. on an offline GPU machine)"
+	@echo "             DEVICE_CHECK_ARGS=... (e.g. --budget-s 300, --smoke for the CPU plumbing check)"
 
 # The venv is (re)built whenever the pinned requirements or the package metadata change.
 $(STAMP): env/requirements.txt pyproject.toml
@@ -58,6 +59,9 @@ lab: setup ## open JupyterLab on notebooks/ with the lconv kernel (adds --allow-
 
 bench: $(SETUP) ## GPU benchmarks of the Triton kernels (says so and exits 0 without a GPU)
 	$(PY) -m lconv.kernels.bench
+
+device-check: $(SETUP) ## on a GPU, <= 9 min: compiled kernel tests + benchmark grid + every target MET/NOT MET/NOT MEASURED -> results/
+	$(PY) -m lconv.kernels.device_check $(DEVICE_CHECK_ARGS)
 
 clean: ## remove build outputs (executed notebooks, figures, results, caches)
 	rm -rf build .pytest_cache

@@ -250,9 +250,17 @@ SPEED_CLAIMS = (("FlashButterfly vs cuFFT-based FFT conv", "2.2× faster", "abst
                 ("Path256 (L = 64K) training", "7.2× faster training", "abstract"),
                 ("LRA speed benchmark vs Transformer", "7.0× faster", "workshop abstract"))
 
-# Speed targets of the workbook, from the paper's claims (kernels.bench prints where we stand).
-TARGET_FWD_VS_RFFT = 2.2  # 2.2× over cuFFT-based FFT conv, every N 256 … 64K [P]
-TARGET_FWD_BWD_VS_RFFT = 2.0  # the workbook's target for forward + backward
-TARGET_BW_FRACTION = 0.70  # of peak HBM bandwidth, N ≤ 4K (the workbook's target)
+# Speed targets of the workbook, from the paper's claims and issue 20 ("Benchmark method"); kernels.bench.check_targets
+# judges them on benchmark rows and `make device-check` prints each as MET / NOT MET / NOT MEASURED.
+TARGET_FWD_VS_RFFT = 2.2  # 2.2× over cuFFT-based FFT conv, per call, every N 256 … 64K, fp16 and bf16 [P]
+TARGET_FWD_BWD_VS_RFFT = 2.0  # the workbook's target for forward + backward, per call, every N 256 … 64K
+TARGET_SPEEDUP_MAX_N = 65536  # "every N from 256 to 64K": the largest N of the two targets above
+TARGET_BW_FRACTION = 0.60  # of peak HBM bandwidth, gated, every N ≥ TARGET_BW_MIN_N (issue 20; the 70 % before it
+# asked more than the peer's own kernels reach: 27–42 % from its README times)
+TARGET_BW_MIN_N = 2048
 TARGET_S4D_128K = 1.8  # 1.8× faster than S4D (generation + FFT conv) at 128K [P]
-TARGET_LEARNED_VS_FIXED = 1.05  # learned Butterfly "at the same runtime" [P]: learned ms ≤ 1.05 × fixed ms
+TARGET_LEARNED_VS_FIXED = 1.5  # learned Butterfly blocks: learned ms ≤ 1.5 × fixed ms (issue 20; the paper says "at
+# the same runtime" [P], while the learned blocks do 1.8–2.4× the fixed kernel's tensor-core FLOPs, kernels.io_model)
+TARGET_THREE_PASS_VS_RFFT = 1.0  # the three-pass kernel not slower than torch's rfft conv, N 8K … 1M, at B ≥ 8
+TARGET_MIN_B = 8  # the batch the three-pass target is judged at (and the benchmark's smallest B, kept even)
+TARGET_HOST_US = 40.0  # host time per forward call, µs, measured with the GPU blocked (issue 20)

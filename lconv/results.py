@@ -56,8 +56,16 @@ def _git_commit() -> str:
     return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
+def _cudnn_version():
+    """torch.backends.cudnn.version() (e.g. 91002 for 9.10.2), or None without cuDNN."""
+    try:
+        return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except (RuntimeError, AttributeError):
+        return None
+
+
 def provenance(device: str | torch.device = "auto") -> dict:
-    """Where a number came from: device, library versions, commit and date."""
+    """Where a number came from: device, library versions (torch, triton, CUDA, cuDNN), commit and date."""
     try:
         import triton
         triton_version = triton.__version__
@@ -68,6 +76,7 @@ def provenance(device: str | torch.device = "auto") -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "cuda": torch.version.cuda,
+        "cudnn": _cudnn_version(),
         "python": platform.python_version(),
         "commit": os.environ.get("LCONV_COMMIT") or _git_commit(),  # LCONV_COMMIT: where the copy has no git
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -159,15 +168,18 @@ def markdown_table(rows: list[dict], columns=SUMMARY_COLUMNS) -> str:
     return "\n".join(lines)
 
 
-def load_latest_bench(results_dir=RESULTS_DIR) -> dict | None:
-    """The most recent benchmark (bench-*.json of lconv.kernels.bench) in results_dir (by its provenance date, then file name), with "path"; or None."""
+def load_latest_bench(results_dir=RESULTS_DIR, benchmark: str | None = None) -> dict | None:
+    """The most recent benchmark (bench-*.json of lconv.kernels.bench or lconv.kernels.device_check) in results_dir
+    (by its provenance date, then file name), with "path"; or None. benchmark: only files whose "benchmark" field is
+    this (e.g. "lconv.kernels.device_check"). Smoke runs (CPU plumbing checks, no timings) are never returned."""
     candidates = []
     for path in Path(results_dir).glob("bench-*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(data, dict) and "rows" in data and "provenance" in data:
+        if (isinstance(data, dict) and "rows" in data and "provenance" in data and not data.get("smoke")
+                and (benchmark is None or data.get("benchmark") == benchmark)):
             candidates.append((str(data["provenance"].get("date", "")), path.name, path, data))
     if not candidates:
         return None

@@ -22,17 +22,22 @@ def test_peak_bandwidth_table_by_device_name():
     assert bench.peak_bandwidth("NVIDIA GeForce RTX 4090") is None
 
 
-def test_grid_scales_batch_then_channels_to_the_memory_cap():
+def test_grid_scales_channels_first_keeping_b_at_least_8_and_even():
+    """Issue 20: B ≥ 8 and even at every N (H shrinks first, as the peer's set_B_H), B·H·L within the cap."""
     cases = bench.grid()
     assert {c["N"] for c in cases} == set(bench.FULL_N) and max(c["N"] for c in cases) == 1 << 20
     assert len(cases) == len(bench.FULL_N) * 2 * 3  # N × {fp16, bf16} × {plain, gated, causal}
     full = [c for c in cases if c["N"] == 4096 and c["mode"] == "plain"]
     assert all((c["B"], c["H"], c["L"]) == (64, 768, 4096) for c in full)
     for c in cases:
-        assert c["B"] * c["H"] * c["L"] <= 1 << 28 and c["B"] >= 1 and c["H"] >= 1
+        assert c["B"] * c["H"] * c["L"] <= 1 << 28 and c["B"] >= 8 and c["B"] % 2 == 0 and c["H"] >= 1
         assert c["L"] == (c["N"] // 2 if c["mode"] == "causal" else c["N"])
-    assert bench.scale_batch(64, 768, 1 << 20, 1 << 28) == (1, 256)  # B first, then H
-    assert bench.scale_batch(64, 768, 8192, 1 << 28) == (42, 768)
+    assert bench.scale_batch(64, 768, 8192, 1 << 28) == (64, 512)  # H first
+    assert bench.scale_batch(64, 768, 1 << 18, 1 << 28) == (64, 16)  # H down to MIN_H = 16
+    assert bench.scale_batch(64, 768, 1 << 20, 1 << 28) == (16, 16)  # then B (the bench ran 1M at B = 1 before)
+    assert bench.scale_batch(64, 768, 1 << 20, 1 << 24) == (8, 2)  # B stops at 8, then H again
+    assert bench.scale_batch(64, 768, 3 << 18, 1 << 28) == (20, 16)  # B rounded down to even (21 → 20)
+    assert bench.scale_batch(2, 4, 1 << 20, 1 << 28) == (2, 4)  # fits: as given
     quick = bench.grid(quick=True)
     assert {c["N"] for c in quick} == set(bench.QUICK_N) and {c["dtype"] for c in quick} == {"float16"}
     with pytest.raises(ValueError, match="mode="):
@@ -78,7 +83,9 @@ def test_targets_report_met_not_met_and_unmeasured():
     by = {t["target"]: t for t in res["targets"]}
     fwd = by["fwd ≥ 2.2× over torch rfft conv, N 256…65536 (causal)"]
     assert fwd["ours"] == 2.0 and fwd["met"] is False
-    assert by["fwd_bwd ≥ 2.0× over torch rfft conv, N 256…65536 (plain)"]["met"] is True
+    fwd_bwd = by["fwd_bwd ≥ 2.0× over torch rfft conv, N 256…65536 (plain)"]  # 3× where measured, but only fp16 at
+    assert fwd_bwd["ours"] == 2.0 and fwd_bwd["met"] is None  # 3 of the 9 N: not MET until every N and dtype is
+    assert fwd_bwd["status"] == "NOT MEASURED" and "not measured: bfloat16 N 256…65536 (9 N)" in fwd_bwd["where"]
     gated = [t for t in res["targets"] if t["target"].startswith("gated fwd")]
     assert [t["met"] for t in gated] == [True, False]  # 6× vs the peer's 5.64× (256) and 6.64× (4K)
     assert by["128K: ≥ 1.8× faster than S4D generation + FFT conv"]["met"] is True
@@ -205,8 +212,9 @@ def test_learned_mode_times_the_learned_kernel_against_the_fixed_one(fake_cuda):
     assert fake_cuda == ["median"] * 6
     plain = [dict(fwd, mode="plain", ms_ours=0.5), dict(fwd_bwd, mode="plain", ms_ours=1.0)]
     by = {t["target"]: t for t in bench.check_targets([fwd, fwd_bwd] + plain)}
-    assert by["learned Butterfly fwd within 1.05× of the fixed kernel"]["ours"] == 2.0
-    assert by["learned Butterfly fwd_bwd within 1.05× of the fixed kernel"]["met"] is True
+    limit = bench.TARGET_LEARNED_VS_FIXED  # 1.5 since issue 20 (1.05 before)
+    assert by[f"learned Butterfly fwd within {limit}× of the fixed kernel"]["ours"] == 2.0
+    assert by[f"learned Butterfly fwd_bwd within {limit}× of the fixed kernel"]["met"] is True
 
 
 def test_recorded_reports_say_plainly_when_nothing_is_recorded():
