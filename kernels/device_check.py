@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parents[1]  # kernels/ → the repository root (
 TMP = Path(tempfile.gettempdir())
 STAGES = ("environment", "tests", "host", "s4d_128k", "bench")
 # The kernel tests, most basic first (a box that runs out cuts the end of the list).
-TEST_FILES = ("tests/test_kernels.py", "tests/test_gates.py", "tests/test_learned_kernel.py", "tests/test_three_pass.py")
+TEST_FILES = ("tests/test_kernels.py", "tests/test_host_path.py", "tests/test_gates.py", "tests/test_learned_kernel.py",
+              "tests/test_three_pass.py")
 SMOKE_TESTS = ("tests/test_kernels.py::test_forward_backward_match_fp64[N256-L127-float16]",
                "tests/test_gates.py::test_gated_forward_backward_match_fp64[N256-L127-float16]",
                "tests/test_learned_kernel.py::test_per_channel_blocks_with_gates",
