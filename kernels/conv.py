@@ -73,7 +73,8 @@ def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torc
     if pick_backend(u, backend) == "torch" or u.numel() == 0 or k.numel() == 0:  # empty: nothing to launch
         return _reference(u, k, N, pregate, postgate, dft1, dft2)
     if dft1 is None and dft2 is None:  # the torch.library operator lconv::flash_butterfly_fwd: one graph node
-        return flash_butterfly_op(u, k, pregate, postgate, N)[0]
+        save_w = postgate is not None and postgate.requires_grad and torch.is_grad_enabled()  # w for dpostgate
+        return flash_butterfly_op(u, k, pregate, postgate, N, save_w)[0]
     return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)
 
 

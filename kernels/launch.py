@@ -228,11 +228,16 @@ def chunks(n_rows: int, rows: int, device: torch.device, rows_per_prog: int | No
 # the DFT blocks, twiddles and K inside the loop instead of holding them in registers was 1.4–2× slower at every
 # size and was dropped. Not re-swept for the per-row kernels (tiles of N/2 points): rerun the sweep on a GPU.
 TUNING = {
-    256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
-    512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
-    1024: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
-    2048: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}},
-    4096: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}},
+    256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1},
+          "du": {"num_warps": 2, "num_stages": 1}, "dk": {"num_warps": 2, "num_stages": 1}},
+    512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1},
+          "du": {"num_warps": 2, "num_stages": 1}, "dk": {"num_warps": 2, "num_stages": 1}},
+    1024: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1},
+           "du": {"num_warps": 4, "num_stages": 1}, "dk": {"num_warps": 4, "num_stages": 1}},
+    2048: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1},
+           "du": {"num_warps": 8, "num_stages": 1}, "dk": {"num_warps": 8, "num_stages": 1}},
+    4096: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1},
+           "du": {"num_warps": 8, "num_stages": 1}, "dk": {"num_warps": 8, "num_stages": 1}},
 }
 
 
@@ -285,12 +290,6 @@ def shared_bytes(kernel, grid, args, meta) -> int | None:
         with device_guard(args[0]):
             _SHARED[key] = int(kernel.warmup(*args, grid=grid, **meta).metadata.shared)
     return _SHARED[key]
-
-
-def fits(kernel, grid, args, meta) -> bool:
-    """Whether `kernel` with these constexprs fits the shared memory of args[0]'s device (always on CPU)."""
-    need = shared_bytes(kernel, grid, args, meta)
-    return need is None or need <= shared_memory_limit(args[0].device)[1]
 
 
 def launch(kernel, grid, args, meta, N: int, what: str) -> None:
