@@ -6,8 +6,10 @@ The paper (Fu, Epstein et al., ICML 2023, §4) describes FlashButterfly but neve
 HazyResearch/flash-fft-conv is CUDA-only. This is an independent Triton implementation of the algorithm as described
 (see /work/shared/PAPER.md), written from the maths in `lconv/butterfly.py`, whose `real_butterfly_conv` is its
 PyTorch reference (same factors, order, scaling and k_f layout). The file reads like kernels/three_pass.py: the
-@triton.jit kernels, then their launchers (`_fwd`, `_bwd`) and the autograd Function (`FlashButterflyFn`); sizes,
-checks, tables and the checked launch come from kernels/launch.py, the public API is kernels/conv.py.
+@triton.jit kernels, then their launchers (`_conv`, `_fwd`, `_bwd`), the autograd Function (`FlashButterflyFn`) and
+the torch.library operators; sizes, checks, tables and the checked launch come from kernels/launch.py, the public
+API is kernels/conv.py; kernels/probe.py compiles the kernels for NVIDIA targets without a GPU (registers, spills,
+shared memory).
 
 Motivation
 ----------
@@ -33,14 +35,24 @@ and no row ever shares arithmetic with another (one NaN, or one huge sample, can
         Z'   = (Y_lo + Y_hi)/2 + i·conj(ω)·(Y_lo − Y_hi)/2  # spectrum of y[2m] + i·y[2m+1]
         y[2m] + i·y[2m+1] = conj(F1) @ ((Z' @ conj(F2)) ⊙ conj(tw))
 N = 256 has M = 128 = 8·16: blocks below 16 are not `tl.dot` shapes, so there the products are broadcast sums
-(`_mm`, fp32 FMAs; a few thousand per row). Backward (du = correlation of dy with k, dk = Σ_b correlation of dy_b
-with u_b): X_dy ⊙ conj(K) through the same inverse gives du; P += conj(X_u) ⊙ X_dy over the chunk's rows, then
-dk_partial[chunk, h] = √M · inverse(P)[:Lk] with fp32 dots (ieee), summed over chunks by the caller.
+(`_mm`, fp32 FMAs; a few thousand per row).
 
-Fused gating (GATED=True): y = post ⊙ conv(pre ⊙ u, k). The gates are read with the same even/odd loads as u (pre
-right after u, post right before the store). Backward, with g = post ⊙ dy:
-        X_g = fwd(g);  dv = inv(X_g ⊙ conj(K));  du = pre ⊙ dv;  dpre = u ⊙ dv
-        X_v = fwd(pre ⊙ u);  P += conj(X_v) ⊙ X_g  (dk);  dpost = dy ⊙ inv(X_v ⊙ K)  (conv recomputed, not stored)
+Fused gating: y = post ⊙ conv(pre ⊙ u, k). The gates are read with the same even/odd loads as u (pre right after
+u, post right before the store). `flash_butterfly_fwd_kernel` is written for both directions: c = conv_N([gate_in ⊙]
+x, k), or the correlation with k (CONJ_K: X ⊙ conj(K)), then y = [gate_out ⊙] c, out2 = [gate2 ⊙] c and
+dgate = x ⊙ w (each a constexpr flag; absent outputs cost nothing). The forward is x = u, gate_in = pre,
+gate_out = post, and out2 = w = conv(pre ⊙ u, k) in u's dtype only when postgate needs a gradient (the
+operator's save_w, decided by the caller from postgate.requires_grad and torch.is_grad_enabled()).
+
+Backward: two launches, about twice the forward's work (du ≈ one forward, dk ≈ two forward transforms per row):
+    du kernel = flash_butterfly_fwd_kernel on x = dy, gate_in = post, conj(K), gate_out = pre, gate2 = u:
+        g = post ⊙ dy;  dv = inv(fwd(g) ⊙ conj(K));  du = pre ⊙ dv;  dpre = u ⊙ dv
+        dpost = dy ⊙ w   (from the dy it already loads; elementwise, no transform; w recomputed if not saved)
+    dk kernel (`flash_butterfly_dk_kernel`, no K held), per row of the program's chunk:
+        X_g = fwd(post ⊙ dy);  X_v = fwd(pre ⊙ u);  P += conj(X_v) ⊙ X_g   (fp32, with the rows' scales)
+        dk_partial[chunk, h] = √M · inverse(P)[:Lk]   (once per program, fp32 dots, "ieee")
+    dk = Σ_chunk dk_partial by PyTorch (deterministic); with one chunk, dk_partial[0] itself (a view, no kernel).
+Ungated, the same with pre = post = 1. Each launch has its own settings (kernels.launch.TUNING "du", "dk").
 
 Numerics of fp16/bf16 (NORM=True): before its transform every row of pre ⊙ u (and of post ⊙ dy) is multiplied by a
 power of two s so that max|x·s| ∈ [1/2, 1), and each program's K by a power of two so that max|K| ∈ [1/2, 1); the
@@ -49,7 +61,10 @@ at N = 4096), whatever the inputs. The scales are undone in fp32 just before the
 no intermediate overflows or underflows because of the input's size: for any finite input the result is finite
 wherever its exact value fits the dtype, and ±inf (as PyTorch's fp32 result cast to the dtype) where it does not.
 Errors are a few ulps of the dtype relative to each row's own largest output. dk and the block gradients are
-accumulated in fp32 with the scales applied per row. fp32 inputs skip the scaling (NORM=False).
+accumulated in fp32 with the scales applied per row. fp32 inputs skip the scaling (NORM=False). The du kernel is
+the forward kernel, so du and dpre get the forward's scaling (per row of post ⊙ dy, per program of K); w is
+rounded to u's dtype once, as PyTorch's conv output would be, and dpost = dy ⊙ w is their fp32 product rounded
+once (exactly PyTorch's dy * w).
 
 Learned forward blocks (`learned_fwd_kernel`, `learned_bwd_kernel`): u's forward pass uses learned A1 (N1, N1),
 A2 (N2, N2) of the N-point split (N1, N2) = default_sizes(N) (shared or per channel; twiddles fixed), k's spectrum
@@ -68,25 +83,33 @@ Index arithmetic: every offset into u, y, the gates, their gradients, k_f and th
 
 Caveats (honest)
 ----------------
-- Tested on CPU through the Triton interpreter. The per-row design (this version) has not been timed on a GPU: the
-  packed-pair kernel it replaces was (results/ and the README hold those timings, H100, triton 3.6). Per row it runs
-  the same number of tensor-core products on tiles half the size (fewer registers than the pair kernel's
-  (N1, N2) = (64, 64) tiles at N = 4096, which spilled), plus 2 `tl.gather` per forward transform (through shared
-  memory) and one max-reduction per row for fp16/bf16; kernels.io_model counts what changed. Run `make bench`.
-- Shared memory per block, compiled without a GPU (triton 3.8 triton.compile for sm_86 and sm_90, the same on
-  both), fp16/bf16, N = 256 / 512 / 1K / 2K / 4K: fixed fwd 0.5 / 3 / 7 / 12 / 28 KB, fixed bwd (du and dk)
-  0.5 / 6 / 14 / 24 / 56 KB (dk alone 68 KB at 4K; fp32: 24 KB at 2K, 56 KB at 4K); learned fwd (gated)
-  5 / 12 / 20 / 48 / 80 KB, learned bwd (gated, every gradient) 8 / 19 / 36 / 84 / 144 KB. Everything fits the
-  ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned backward at N = 4096: kernels.launch.launch checks
-  each compiled configuration against the GPU before its first launch and raises ValueError naming the GPU, N and
-  the limit (and the fixed backward would split into a du launch and a dk launch where only the halves fit).
+- Tested on CPU through the Triton interpreter. Nothing in this version has been timed on a GPU: neither the
+  per-row design nor the split backward (du kernel + dk kernel, issue 20); the packed-pair kernel they replace was
+  (results/ and the README hold those timings, H100, triton 3.6). Per row it runs the same number of tensor-core
+  products on tiles half the size, plus 2 `tl.gather` per forward transform (through shared memory) and one
+  max-reduction per row for fp16/bf16; kernels.io_model counts the bytes of every pass. Run `make bench` and
+  `python -m lconv.kernels.sweep` (fwd, du, dk) on a GPU before believing "backward ≈ 2× forward" in time.
+- Compiled, not timed (`python -m lconv.kernels.probe`: triton 3.8 and its ptxas on this CPU, sm_90a and sm_89,
+  fp16/bf16, gated, at kernels.launch.TUNING's warps), N = 256 / 512 / 1K / 2K / 4K, shared memory per block:
+  fwd and du 0.5 / 3 / 7 / 12 / 28 KB, dk 1 / 7 / 17 / 28 / 68 KB (fp32 inputs: du and dk 14 / 24 / 56 KB at
+  1K / 2K / 4K); the single backward kernel this replaced needed 56 KB at 4K. Register spills (bytes per thread,
+  sm_90): none up to N = 1024; at 2K / 4K fwd (4 warps) 608 / 984, du (8 warps) 320 / 384, dk (8 warps) 720 / 1380
+  (sm_89: dk 2696 at 4K), against 1740 / 6476 for the old single backward at its 4 warps; every warp count spills
+  at 2K and 4K (TUNING's comment has the table). fp32 inputs spill more (no tensor cores: du 5 KB, dk 16 KB at 4K).
+- Learned kernels, same probe: fwd (gated) 5 / 12 / 20 / 48 / 80 KB, bwd (gated, every gradient)
+  8 / 19 / 36 / 84 / 144 KB. Everything fits the ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned
+  backward at N = 4096: kernels.launch.launch checks each compiled configuration against the GPU before its first
+  launch and raises ValueError naming the GPU, N and the limit.
 - fp32 inputs use input_precision="ieee" (no TF32), i.e. no tensor cores: correct but not fast.
 - bf16 `tl.dot` is wrong in the interpreter, so under TRITON_INTERPRET=1 bf16 inputs are multiplied with fp32 dots;
   the interpreter also truncates fp32 → bf16, so there `_to_out` rounds to nearest first (compiled: a plain cast).
 - Gates are fused; products with gates are taken in fp32 and rounded once at the store.
 - N > 4096 is not in this file: kernels.conv dispatches it to kernels.three_pass (the three-pass algorithm).
 - dk (and the learned blocks' gradients) are reduced across batch chunks through fp32 partial buffers summed by
-  PyTorch (deterministic, no atomics).
+  PyTorch (deterministic, no atomics); with one chunk the partial buffer's only entry is returned (a view).
+- dpostgate needs w = conv(pre ⊙ u, k): the forward stores it (one more (B, H, L) tensor kept for the backward)
+  only when postgate requires grad under grad mode; a caller of the operator that passes save_w=False and still
+  asks for dpostgate gets it right, at the cost of one more forward launch in the backward (w recomputed).
 """
 from __future__ import annotations
 
@@ -99,7 +122,7 @@ import triton.language as tl
 
 from lconv.butterfly import default_sizes, half_sizes
 
-from .launch import (block_planes, chunks, dot_args, get_plan, k_f_planes, k_f_planes_full, launch, launch_opts)
+from .launch import block_planes, chunks, dot_args, get_plan, k_f_planes, k_f_planes_full, launch, launch_opts
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.

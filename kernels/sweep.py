@@ -3,8 +3,9 @@
 For each FFT size N (fp16, B = 64, H = 768, L = N) and pass (fwd; du and dk, the backward's two kernels), every
 combination of num_warps and PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against
 torch's fp32 rfft convolution (max |error|, NaN fails) and timed (triton.testing.do_bench, median ms). Prints one
-table per N, best first, with the bandwidth of moving u, y (du: dy, du; dk: u, dy) once; `--out DIR` writes the rows as JSON with provenance. The chosen settings go into
-kernels.launch.TUNING by hand, with the sweep's numbers in the commit that changes them.
+table per N, best first, with the bandwidth of moving u, y (du: dy, du; dk: u, dy) once; `--out DIR` writes the
+rows as JSON with provenance. The chosen settings go into kernels.launch.TUNING by hand, with the sweep's numbers in
+the commit that changes them (`python -m lconv.kernels.probe` says, without a GPU, which settings spill).
 """
 from __future__ import annotations
 
