@@ -169,6 +169,17 @@ def _absmax(ar, ai):
 
 
 @triton.jit
+def _scale_pair(ar, ai, NORM: tl.constexpr):
+    """(ar·s, ai·s, 1/s) with s a power of two making max(|ar|, |ai|)·s ∈ [1/2, 1) when NORM, else (ar, ai, 1): the
+    complex twin of _scale_row."""
+    inv = 1.0
+    if NORM:
+        s, inv = _pow2_scale(_absmax(ar, ai))
+        ar, ai = ar * s, ai * s
+    return ar, ai, inv
+
+
+@triton.jit
 def _mm(a, b, PREC: tl.constexpr, USE_DOT: tl.constexpr):
     """a @ b in fp32: tl.dot where every dimension is ≥ 16 (USE_DOT), else a broadcast sum of fp32 products."""
     if USE_DOT:
@@ -328,11 +339,7 @@ def _gate_and_scale(xe, xo, gate_ptr, row, m, L, valid, GATED: tl.constexpr, NOR
     if GATED:
         ge, go = _load_half(gate_ptr, row, m, L, valid)
         xe, xo = xe * ge, xo * go
-    inv = 1.0
-    if NORM:
-        s, inv = _pow2_scale(_absmax(xe, xo))
-        xe, xo = xe * s, xo * s
-    return xe, xo, inv
+    return _scale_pair(xe, xo, NORM)
 
 
 @triton.jit
@@ -481,17 +488,6 @@ def _scale_row(x, NORM: tl.constexpr):
         s, inv = _pow2_scale(tl.max(tl.abs(x)))
         x = x * s
     return x, inv
-
-
-@triton.jit
-def _scale_pair(ar, ai, NORM: tl.constexpr):
-    """(ar·s, ai·s, 1/s) with s a power of two making max(|ar|, |ai|)·s ∈ [1/2, 1) when NORM, else (ar, ai, 1): the
-    complex twin of _scale_row."""
-    inv = 1.0
-    if NORM:
-        s, inv = _pow2_scale(_absmax(ar, ai))
-        ar, ai = ar * s, ai * s
-    return ar, ai, inv
 
 
 @triton.jit
