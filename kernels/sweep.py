@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--N", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--warps", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--per-sm", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--passes", nargs="+", default=["fwd", "du", "dk"])
+    parser.add_argument("--passes", nargs="+", default=["fwd", "du", "dk"], choices=["fwd", "du", "dk"])
     parser.add_argument("--out", default=None, help="directory for sweep-<UTC time>.json")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
