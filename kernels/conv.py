@@ -5,9 +5,11 @@ in fp32/fp16/bf16, k is (H, Lk) fp32; L = N/2 gives a causal linear convolution,
 forward(u, k, pregate, postgate) = postgate ⊙ conv(pregate ⊙ u, k) with the gates fused into the kernel.
 `flash_butterfly_conv(..., dft1=, dft2=)` runs u's forward transform with learned Butterfly blocks (learned kernels).
 
-Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py (the torch.library operator
-lconv::flash_butterfly_fwd with its registered backward; FlashButterflyFn for learned blocks); N = 8192 …
-2^20 the three-pass kernels of kernels/three_pass.py (ThreePassFn); SUPPORTED_N lists both. This file is the public
+Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py; N = 8192 … 2^20 the three-pass
+kernels of kernels/three_pass.py; SUPPORTED_N lists both. A call that records no gradient launches the kernels
+directly (`forward_only`: no autograd node); one that does goes through an autograd Function (FlashButterflyFn,
+ThreePassFn), and inside torch.compile the fixed fused path is the torch.library operator lconv::flash_butterfly_fwd
+(one opaque graph node with its registered backward; in eager mode its dispatch would cost ~30 µs more per call). This file is the public
 face only: checks, tables and launches live in kernels/launch.py, the kernels and their autograd in the two files.
 Each row of u is convolved on its own (no sample's values or size reach another's output), and fp16/bf16 rows are
 scaled so that no intermediate overflows (kernels/flash_butterfly.py says what range is safe). Before its first launch
@@ -82,9 +84,10 @@ def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torc
         return _reference(u, k, N, pregate, postgate, dft1, dft2)
     if not _records_graph(u, k, pregate, postgate, dft1, dft2):  # inference: two launches, no autograd node
         return flash_butterfly.forward_only(u, k, N, pregate, postgate, dft1, dft2)
-    if dft1 is None and dft2 is None:  # the torch.library operator lconv::flash_butterfly_fwd: one graph node
-        return flash_butterfly_op(u, k, pregate, postgate, N)[0]
-    return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)
+    if dft1 is None and dft2 is None and torch.compiler.is_compiling():  # the torch.library operator
+        save_w = postgate is not None and postgate.requires_grad and torch.is_grad_enabled()  # w for dpostgate
+        return flash_butterfly_op(u, k, pregate, postgate, N, save_w)[0]  # lconv::flash_butterfly_fwd: one node
+    return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)  # eager: ~30 µs less host time per call
 
 
 def three_pass_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torch.Tensor | None = None,

@@ -6,8 +6,10 @@ The paper (Fu, Epstein et al., ICML 2023, §4) describes FlashButterfly but neve
 HazyResearch/flash-fft-conv is CUDA-only. This is an independent Triton implementation of the algorithm as described
 (see /work/shared/PAPER.md), written from the maths in `lconv/butterfly.py`, whose `real_butterfly_conv` is its
 PyTorch reference (same factors, order, scaling and k_f layout). The file reads like kernels/three_pass.py: the
-@triton.jit kernels, then their launchers (`_fwd`, `_bwd`) and the autograd Function (`FlashButterflyFn`); sizes,
-checks, tables and the checked launch come from kernels/launch.py, the public API is kernels/conv.py.
+@triton.jit kernels, then their launchers (`_conv`, `_fwd`, `_bwd`), the autograd Function (`FlashButterflyFn`) and
+the torch.library operators; sizes, checks, tables and the checked launch come from kernels/launch.py, the public
+API is kernels/conv.py; kernels/probe.py compiles the kernels for NVIDIA targets without a GPU (registers, spills,
+shared memory).
 
 Motivation
 ----------
@@ -33,14 +35,24 @@ and no row ever shares arithmetic with another (one NaN, or one huge sample, can
         Z'   = (Y_lo + Y_hi)/2 + i·conj(ω)·(Y_lo − Y_hi)/2  # spectrum of y[2m] + i·y[2m+1]
         y[2m] + i·y[2m+1] = conj(F1) @ ((Z' @ conj(F2)) ⊙ conj(tw))
 N = 256 has M = 128 = 8·16: blocks below 16 are not `tl.dot` shapes, so there the products are broadcast sums
-(`_mm`, fp32 FMAs; a few thousand per row). Backward (du = correlation of dy with k, dk = Σ_b correlation of dy_b
-with u_b): X_dy ⊙ conj(K) through the same inverse gives du; P += conj(X_u) ⊙ X_dy over the chunk's rows, then
-dk_partial[chunk, h] = √M · inverse(P)[:Lk] with fp32 dots (ieee), summed over chunks by the caller.
+(`_mm`, fp32 FMAs; a few thousand per row).
 
-Fused gating (GATED=True): y = post ⊙ conv(pre ⊙ u, k). The gates are read with the same even/odd loads as u (pre
-right after u, post right before the store). Backward, with g = post ⊙ dy:
-        X_g = fwd(g);  dv = inv(X_g ⊙ conj(K));  du = pre ⊙ dv;  dpre = u ⊙ dv
-        X_v = fwd(pre ⊙ u);  P += conj(X_v) ⊙ X_g  (dk);  dpost = dy ⊙ inv(X_v ⊙ K)  (conv recomputed, not stored)
+Fused gating: y = post ⊙ conv(pre ⊙ u, k). The gates are read with the same even/odd loads as u (pre right after
+u, post right before the store). `flash_butterfly_fwd_kernel` is written for both directions: c = conv_N([gate_in ⊙]
+x, k), or the correlation with k (CONJ_K: X ⊙ conj(K)), then y = [gate_out ⊙] c, out2 = [gate2 ⊙] c and
+dgate = x ⊙ w (each a constexpr flag; absent outputs cost nothing). The forward is x = u, gate_in = pre,
+gate_out = post, and out2 = w = conv(pre ⊙ u, k) in u's dtype only when postgate needs a gradient (the
+operator's save_w, decided by the caller from postgate.requires_grad and torch.is_grad_enabled()).
+
+Backward: two launches, about twice the forward's work (du ≈ one forward, dk ≈ two forward transforms per row):
+    du kernel = flash_butterfly_fwd_kernel on x = dy, gate_in = post, conj(K), gate_out = pre, gate2 = u:
+        g = post ⊙ dy;  dv = inv(fwd(g) ⊙ conj(K));  du = pre ⊙ dv;  dpre = u ⊙ dv
+        dpost = dy ⊙ w   (from the dy it already loads; elementwise, no transform; w recomputed if not saved)
+    dk kernel (`flash_butterfly_dk_kernel`, no K held), per row of the program's chunk:
+        X_g = fwd(post ⊙ dy);  X_v = fwd(pre ⊙ u);  P += conj(X_v) ⊙ X_g   (fp32, with the rows' scales)
+        dk_partial[chunk, h] = √M · inverse(P)[:Lk]   (once per program, fp32 dots, "ieee")
+    dk = Σ_chunk dk_partial by PyTorch (deterministic); with one chunk, dk_partial[0] itself (a view, no kernel).
+Ungated, the same with pre = post = 1. Each launch has its own settings (kernels.launch.TUNING "du", "dk").
 
 Numerics of fp16/bf16 (NORM=True): before its transform every row of pre ⊙ u (and of post ⊙ dy) is multiplied by a
 power of two s so that max|x·s| ∈ [1/2, 1), and each program's K by a power of two so that max|K| ∈ [1/2, 1); the
@@ -49,7 +61,10 @@ at N = 4096), whatever the inputs. The scales are undone in fp32 just before the
 no intermediate overflows or underflows because of the input's size: for any finite input the result is finite
 wherever its exact value fits the dtype, and ±inf (as PyTorch's fp32 result cast to the dtype) where it does not.
 Errors are a few ulps of the dtype relative to each row's own largest output. dk and the block gradients are
-accumulated in fp32 with the scales applied per row. fp32 inputs skip the scaling (NORM=False).
+accumulated in fp32 with the scales applied per row. fp32 inputs skip the scaling (NORM=False). The du kernel is
+the forward kernel, so du and dpre get the forward's scaling (per row of post ⊙ dy, per program of K); w is
+rounded to u's dtype once, as PyTorch's conv output would be, and dpost = dy ⊙ w is their fp32 product rounded
+once (exactly PyTorch's dy * w).
 
 Learned forward blocks (`learned_fwd_kernel`, `learned_bwd_kernel`): u's forward pass uses learned A1 (N1, N1),
 A2 (N2, N2) of the N-point split (N1, N2) = default_sizes(N) (shared or per channel; twiddles fixed), k's spectrum
@@ -78,25 +93,33 @@ Index arithmetic: every offset into u, y, the gates, their gradients, k_f and th
 
 Caveats (honest)
 ----------------
-- Tested on CPU through the Triton interpreter. The per-row design (this version) has not been timed on a GPU: the
-  packed-pair kernel it replaces was (results/ and the README hold those timings, H100, triton 3.6). Per row it runs
-  the same number of tensor-core products on tiles half the size (fewer registers than the pair kernel's
-  (N1, N2) = (64, 64) tiles at N = 4096, which spilled), plus 2 `tl.gather` per forward transform (through shared
-  memory) and one max-reduction per row for fp16/bf16; kernels.io_model counts what changed. Run `make bench`.
-- Shared memory per block, compiled without a GPU (triton 3.8 triton.compile for sm_86 and sm_90, the same on
-  both), fp16/bf16, N = 256 / 512 / 1K / 2K / 4K: fixed fwd 0.5 / 3 / 7 / 12 / 28 KB, fixed bwd (du and dk)
-  0.5 / 6 / 14 / 24 / 56 KB (dk alone 68 KB at 4K; fp32: 24 KB at 2K, 56 KB at 4K); learned fwd (gated)
-  5 / 12 / 20 / 48 / 80 KB, learned bwd (gated, every gradient) 8 / 19 / 36 / 84 / 144 KB. Everything fits the
-  ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned backward at N = 4096: kernels.launch.launch checks
-  each compiled configuration against the GPU before its first launch and raises ValueError naming the GPU, N and
-  the limit (and the fixed backward would split into a du launch and a dk launch where only the halves fit).
+- Tested on CPU through the Triton interpreter. Nothing in this version has been timed on a GPU: neither the
+  per-row design nor the split backward (du kernel + dk kernel, issue 20); the packed-pair kernel they replace was
+  (results/ and the README hold those timings, H100, triton 3.6). Per row it runs the same number of tensor-core
+  products on tiles half the size, plus 2 `tl.gather` per forward transform (through shared memory) and one
+  max-reduction per row for fp16/bf16; kernels.io_model counts the bytes of every pass. Run `make bench` and
+  `python -m lconv.kernels.sweep` (fwd, du, dk) on a GPU before believing "backward ≈ 2× forward" in time.
+- Compiled, not timed (`python -m lconv.kernels.probe`: triton 3.8 and its ptxas on this CPU, sm_90a and sm_89,
+  fp16/bf16, gated, at kernels.launch.TUNING's warps), N = 256 / 512 / 1K / 2K / 4K, shared memory per block:
+  fwd and du 0.5 / 3 / 7 / 12 / 28 KB, dk 1 / 7 / 17 / 28 / 68 KB (fp32 inputs: du and dk 14 / 24 / 56 KB at
+  1K / 2K / 4K); the single backward kernel this replaced needed 56 KB at 4K. Register spills (bytes per thread,
+  sm_90): none up to N = 1024; at 2K / 4K fwd (4 warps) 608 / 984, du (8 warps) 320 / 384, dk (8 warps) 720 / 1380
+  (sm_89: dk 2696 at 4K), against 1740 / 6476 for the old single backward at its 4 warps; every warp count spills
+  at 2K and 4K (TUNING's comment has the table). fp32 inputs spill more (no tensor cores: du 5 KB, dk 16 KB at 4K).
+- Learned kernels, same probe: fwd (gated) 5 / 12 / 20 / 48 / 80 KB, bwd (gated, every gradient)
+  8 / 19 / 36 / 84 / 144 KB. Everything fits the ~99 KB per block of RTX 3090/4090, A10 and L4 but the learned
+  backward at N = 4096: kernels.launch.launch checks each compiled configuration against the GPU before its first
+  launch and raises ValueError naming the GPU, N and the limit.
 - fp32 inputs use input_precision="ieee" (no TF32), i.e. no tensor cores: correct but not fast.
 - bf16 `tl.dot` is wrong in the interpreter, so under TRITON_INTERPRET=1 bf16 inputs are multiplied with fp32 dots;
   the interpreter also truncates fp32 → bf16, so there `_to_out` rounds to nearest first (compiled: a plain cast).
 - Gates are fused; products with gates are taken in fp32 and rounded once at the store.
 - N > 4096 is not in this file: kernels.conv dispatches it to kernels.three_pass (the three-pass algorithm).
 - dk (and the learned blocks' gradients) are reduced across batch chunks through fp32 partial buffers summed by
-  PyTorch (deterministic, no atomics).
+  PyTorch (deterministic, no atomics); with one chunk the partial buffer's only entry is returned (a view).
+- dpostgate needs w = conv(pre ⊙ u, k): the forward stores it (one more (B, H, L) tensor kept for the backward)
+  only when postgate requires grad under grad mode; a caller of the operator that passes save_w=False and still
+  asks for dpostgate gets it right, at the cost of one more forward launch in the backward (w recomputed).
 """
 from __future__ import annotations
 
@@ -109,7 +132,7 @@ import triton.language as tl
 
 from lconv.butterfly import default_sizes, half_sizes
 
-from .launch import block_planes, chunks, dot_args, fits, get_plan, launch, launch_opts
+from .launch import block_planes, chunks, dot_args, get_plan, launch, launch_opts
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.
@@ -153,6 +176,17 @@ def _pow2_scale(m):
 def _absmax(ar, ai):
     """max(|ar|, |ai|) over two tiles, a scalar (NaN entries are skipped by the GPU's max: they stay in their row)."""
     return tl.maximum(tl.max(tl.abs(ar)), tl.max(tl.abs(ai)))
+
+
+@triton.jit
+def _scale_pair(ar, ai, NORM: tl.constexpr):
+    """(ar·s, ai·s, 1/s) with s a power of two making max(|ar|, |ai|)·s ∈ [1/2, 1) when NORM, else (ar, ai, 1): the
+    complex twin of _scale_row."""
+    inv = 1.0
+    if NORM:
+        s, inv = _pow2_scale(_absmax(ar, ai))
+        ar, ai = ar * s, ai * s
+    return ar, ai, inv
 
 
 @triton.jit
@@ -305,23 +339,55 @@ def _load_k_half(k_f_ptr, h, m, N: tl.constexpr, NORM: tl.constexpr):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fixed-FFT kernels. Grid: one program per (channel h, chunk of batch rows), flattened: pid = h·n_chunks + chunk.
-# (N1, N2) = default_sizes(N/2); GATED: y = post ⊙ conv(pre ⊙ u), gates loaded like u.
+# (N1, N2) = half_sizes(N). The forward kernel also runs the backward of u (x = dy, conj K); dk has its own kernel.
 # ---------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _gate_and_scale(xe, xo, gate_ptr, row, m, L, valid, GATED: tl.constexpr, NORM: tl.constexpr):
+    """[gate ⊙] x (even/odd fp32 tiles of one row) times a power of two s with max|·| ∈ [1/2, 1) when NORM; and 1/s."""
+    if GATED:
+        ge, go = _load_half(gate_ptr, row, m, L, valid)
+        xe, xo = xe * ge, xo * go
+    return _scale_pair(xe, xo, NORM)
+
+
+@triton.jit
+def _load_scaled_half(x_ptr, gate_ptr, row, m, L, valid, GATED: tl.constexpr, NORM: tl.constexpr):
+    """`_gate_and_scale` of one row loaded from x_ptr."""
+    xe, xo = _load_half(x_ptr, row, m, L, valid)
+    return _gate_and_scale(xe, xo, gate_ptr, row, m, L, valid, GATED, NORM)
+
+
+@triton.jit
+def _store_gated_half(x_ptr, gate_ptr, ye, yo, row, m, L, valid, GATED: tl.constexpr):
+    """Store [gate ⊙] y (even/odd fp32 tiles) to one row, the product in fp32 and rounded once."""
+    if GATED:
+        ge, go = _load_half(gate_ptr, row, m, L, valid)
+        ye, yo = ye * ge, yo * go
+    _store_half(x_ptr, ye, yo, row, m, L, valid)
 
 
 @triton.jit
 def flash_butterfly_fwd_kernel(
     # pointers
-    u_ptr, y_ptr, pre_ptr, post_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr, hw_ptr,
+    x_ptr, gate_in_ptr, y_ptr, gate_out_ptr, out2_ptr, gate2_ptr, w_ptr, dgate_ptr, k_f_ptr, dft1_ptr, dft2_ptr,
+    tw_ptr, hw_ptr,
     # sizes
     B, H, L, n_chunks, rows_per_prog,
     # meta-parameters
-    N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
-    NORM: tl.constexpr, USE_DOT: tl.constexpr,
+    N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr,
+    USE_DOT: tl.constexpr, GATE_IN: tl.constexpr, CONJ_K: tl.constexpr, HAS_Y: tl.constexpr,
+    GATE_OUT: tl.constexpr, HAS_OUT2: tl.constexpr, GATE2: tl.constexpr, HAS_DGATE: tl.constexpr,
 ):
-    """y (B, H, L) = [post ⊙] first L of circular_N(pad([pre ⊙] u), k); u, gates, y contiguous (B, H, L)."""
+    """c = first L of circular_N(pad([gate_in ⊙] x), k) row by row (the correlation with k when CONJ_K), then
+    y = [gate_out ⊙] c (HAS_Y) and out2 = [gate2 ⊙] c (HAS_OUT2); dgate = x ⊙ w (HAS_DGATE: w read, no transform).
+    All (B, H, L) contiguous in x's dtype. Forward: x = u, gate_in = pre, y, gate_out = post, out2 = w (saved when
+    postgate needs a gradient). Backward of u: x = dy, gate_in = post, CONJ_K, y = du, gate_out = pre, out2 = dpre,
+    gate2 = u, dgate = dpost = dy ⊙ w."""
     M: tl.constexpr = N1 * N2
-    DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
+    CONV: tl.constexpr = HAS_Y or HAS_OUT2  # the transform runs only for an output that needs it
+    DOT = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
     pid = tl.program_id(0).to(tl.int64)
     h = pid // n_chunks
     chunk = pid % n_chunks
@@ -331,49 +397,46 @@ def flash_butterfly_fwd_kernel(
     hwi = tl.load(hw_ptr + M + m)
     i0, i1 = _reversal(N1, N2)
     klr, kli, khr, khi, inv_k = _load_k_half(k_f_ptr, h, m, 2 * M, NORM)
+    if CONJ_K:
+        kli, khi = -kli, -khi  # conj(K): X ⊙ conj(K) is the spectrum of the correlation with k
     for r in range(0, rows_per_prog):
         b = chunk * rows_per_prog + r
         valid = b < B
         row = _row_start(b, h, H, L)
-        xe, xo = _load_half(u_ptr, row, m, L, valid)
-        if GATED:
-            pe, po = _load_half(pre_ptr, row, m, L, valid)
-            xe, xo = xe * pe, xo * po  # v = pre ⊙ u
-        scale = inv_k
-        if NORM:
-            s, inv = _pow2_scale(_absmax(xe, xo))
-            xe, xo = xe * s, xo * s
-            scale = inv * inv_k
-        xlr, xli, xhr, xhi = _half_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC, USE_DOT)
-        ylr = xlr * klr - xli * kli  # X ⊙ K, both halves
-        yli = xlr * kli + xli * klr
-        yhr = xhr * khr - xhi * khi
-        yhi = xhr * khi + xhi * khr
-        ye, yo = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
-        ye, yo = ye * scale, yo * scale
-        if GATED:
-            qe, qo = _load_half(post_ptr, row, m, L, valid)
-            ye, yo = ye * qe, yo * qo  # y = post ⊙ conv(v, k)
-        _store_half(y_ptr, ye, yo, row, m, L, valid)
+        xe, xo = _load_half(x_ptr, row, m, L, valid)
+        if HAS_DGATE:  # dpost = dy ⊙ w, elementwise, from the dy just loaded
+            _store_gated_half(dgate_ptr, w_ptr, xe, xo, row, m, L, valid, True)
+        if CONV:
+            xe, xo, inv_x = _gate_and_scale(xe, xo, gate_in_ptr, row, m, L, valid, GATE_IN, NORM)
+            xlr, xli, xhr, xhi = _half_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC,
+                                           USE_DOT)
+            ylr = xlr * klr - xli * kli  # X ⊙ K, both halves
+            yli = xlr * kli + xli * klr
+            yhr = xhr * khr - xhi * khi
+            yhi = xhr * khi + xhi * khr
+            ye, yo = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
+            scale = inv_x * inv_k
+            ye, yo = ye * scale, yo * scale  # c, fp32
+            if HAS_Y:
+                _store_gated_half(y_ptr, gate_out_ptr, ye, yo, row, m, L, valid, GATE_OUT)  # y = post ⊙ c
+            if HAS_OUT2:
+                _store_gated_half(out2_ptr, gate2_ptr, ye, yo, row, m, L, valid, GATE2)  # w = c; dpre = u ⊙ c
 
 
 @triton.jit
-def flash_butterfly_bwd_kernel(
+def flash_butterfly_dk_kernel(
     # pointers
-    u_ptr, dy_ptr, pre_ptr, post_ptr, du_ptr, dpre_ptr, dpost_ptr, dk_ptr, k_f_ptr, dft1_ptr, dft2_ptr, tw_ptr,
-    hw_ptr,
+    u_ptr, dy_ptr, pre_ptr, post_ptr, dk_ptr, dft1_ptr, dft2_ptr, tw_ptr, hw_ptr,
     # sizes
     B, H, L, Lk, n_chunks, rows_per_prog, sqrt_M,
     # meta-parameters
     N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, GATED: tl.constexpr,
-    COMPUTE_DU: tl.constexpr, COMPUTE_DK: tl.constexpr, COMPUTE_DPRE: tl.constexpr, COMPUTE_DPOST: tl.constexpr,
     NORM: tl.constexpr, USE_DOT: tl.constexpr,
 ):
-    """du, dpre, dpost (B, H, L) in u's dtype; dk_partial (n_chunks, H, Lk) fp32 = Σ_{b in chunk} corr(g_b, v_b)."""
+    """dk_partial (n_chunks, H, Lk) fp32 = Σ_{b in chunk} corr(g_b, v_b), g = [post ⊙] dy, v = [pre ⊙] u: two
+    forward transforms per row, P += conj(X_v) ⊙ X_g in fp32, one fp32 (ieee) inverse per program; no K held."""
     M: tl.constexpr = N1 * N2
     DOT = tl.float32 if DOT_FP32 else u_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
-    NEED_DV: tl.constexpr = COMPUTE_DU or COMPUTE_DPRE  # gradient of v = pre ⊙ u
-    NEED_XV: tl.constexpr = COMPUTE_DK or COMPUTE_DPOST  # v's spectrum, recomputed
     pid = tl.program_id(0).to(tl.int64)
     h = pid // n_chunks
     chunk = pid % n_chunks
@@ -382,7 +445,6 @@ def flash_butterfly_bwd_kernel(
     hwr = tl.load(hw_ptr + m)
     hwi = tl.load(hw_ptr + M + m)
     i0, i1 = _reversal(N1, N2)
-    klr, kli, khr, khi, inv_k = _load_k_half(k_f_ptr, h, m, 2 * M, NORM)
     plr = tl.zeros((N1, N2), dtype=tl.float32)  # P = Σ conj(X_v) ⊙ X_g over the chunk's rows, both halves
     pli = tl.zeros((N1, N2), dtype=tl.float32)
     phr = tl.zeros((N1, N2), dtype=tl.float32)
@@ -391,63 +453,21 @@ def flash_butterfly_bwd_kernel(
         b = chunk * rows_per_prog + r
         valid = b < B
         row = _row_start(b, h, H, L)
-        ge, go = _load_half(dy_ptr, row, m, L, valid)
-        if GATED:
-            qe, qo = _load_half(post_ptr, row, m, L, valid)
-            ge, go = ge * qe, go * qo  # g = post ⊙ dy: the gradient of conv
-        inv_g = 1.0
-        if NORM:
-            s, inv_g = _pow2_scale(_absmax(ge, go))
-            ge, go = ge * s, go * s
+        ge, go, inv_g = _load_scaled_half(dy_ptr, post_ptr, row, m, L, valid, GATED, NORM)  # g = post ⊙ dy
         glr, gli, ghr, ghi = _half_fwd(ge, go, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC, USE_DOT)
-        if NEED_DV:
-            xlr = glr * klr + gli * kli  # X_g ⊙ conj(K)
-            xli = gli * klr - glr * kli
-            xhr = ghr * khr + ghi * khi
-            xhi = ghi * khr - ghr * khi
-            de, do = _half_adj(xlr, xli, xhr, xhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
-            de, do = de * (inv_g * inv_k), do * (inv_g * inv_k)  # dv = corr(g, k)
-            if GATED:
-                if COMPUTE_DU:
-                    pe, po = _load_half(pre_ptr, row, m, L, valid)
-                    _store_half(du_ptr, de * pe, do * po, row, m, L, valid)  # du = pre ⊙ dv
-                if COMPUTE_DPRE:
-                    ue, uo = _load_half(u_ptr, row, m, L, valid)
-                    _store_half(dpre_ptr, de * ue, do * uo, row, m, L, valid)  # dpre = u ⊙ dv
-            else:
-                _store_half(du_ptr, de, do, row, m, L, valid)
-        if NEED_XV:
-            ve, vo = _load_half(u_ptr, row, m, L, valid)
-            if GATED:
-                pe, po = _load_half(pre_ptr, row, m, L, valid)
-                ve, vo = ve * pe, vo * po  # v = pre ⊙ u
-            inv_v = 1.0
-            if NORM:
-                s, inv_v = _pow2_scale(_absmax(ve, vo))
-                ve, vo = ve * s, vo * s
-            vlr, vli, vhr, vhi = _half_fwd(ve, vo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC,
-                                           USE_DOT)
-            if COMPUTE_DK:
-                c = inv_v * inv_g
-                plr += (vlr * glr + vli * gli) * c  # conj(X_v) ⊙ X_g
-                pli += (vlr * gli - vli * glr) * c
-                phr += (vhr * ghr + vhi * ghi) * c
-                phi += (vhr * ghi - vhi * ghr) * c
-            if COMPUTE_DPOST:
-                ylr = vlr * klr - vli * kli  # X_v ⊙ K
-                yli = vlr * kli + vli * klr
-                yhr = vhr * khr - vhi * khi
-                yhi = vhr * khi + vhi * khr
-                ce, co = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
-                ye, yo = _load_half(dy_ptr, row, m, L, valid)
-                c = inv_v * inv_k
-                _store_half(dpost_ptr, ye * ce * c, yo * co * c, row, m, L, valid)  # dpost = dy ⊙ conv(v, k)
-    if COMPUTE_DK:  # one inverse for the whole chunk, fp32 operands (ieee): P sums many products
-        g1r, g1i, g2r, g2i, gtr, gti = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, tl.float32)
-        ke, ko = _half_adj(plr, pli, phr, phi, g1r, g1i, g2r, g2i, gtr, gti, hwr, hwi, tl.float32, "ieee", USE_DOT)
-        row = _row_start(chunk, h, H, Lk)
-        tl.store(dk_ptr + row + 2 * m, ke * sqrt_M, mask=2 * m < Lk)
-        tl.store(dk_ptr + row + 2 * m + 1, ko * sqrt_M, mask=2 * m + 1 < Lk)
+        ve, vo, inv_v = _load_scaled_half(u_ptr, pre_ptr, row, m, L, valid, GATED, NORM)  # v = pre ⊙ u
+        vlr, vli, vhr, vhi = _half_fwd(ve, vo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC, USE_DOT)
+        c = inv_v * inv_g
+        plr += (vlr * glr + vli * gli) * c  # conj(X_v) ⊙ X_g
+        pli += (vlr * gli - vli * glr) * c
+        phr += (vhr * ghr + vhi * ghi) * c
+        phi += (vhr * ghi - vhi * ghr) * c
+    # one inverse for the whole chunk, fp32 operands (ieee): P sums many products
+    g1r, g1i, g2r, g2i, gtr, gti = _load_plan(dft1_ptr, dft2_ptr, tw_ptr, N1, N2, tl.float32)
+    ke, ko = _half_adj(plr, pli, phr, phi, g1r, g1i, g2r, g2i, gtr, gti, hwr, hwi, tl.float32, "ieee", USE_DOT)
+    row = _row_start(chunk, h, H, Lk)
+    tl.store(dk_ptr + row + 2 * m, ke * sqrt_M, mask=2 * m < Lk)
+    tl.store(dk_ptr + row + 2 * m + 1, ko * sqrt_M, mask=2 * m + 1 < Lk)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -478,17 +498,6 @@ def _scale_row(x, NORM: tl.constexpr):
         s, inv = _pow2_scale(tl.max(tl.abs(x)))
         x = x * s
     return x, inv
-
-
-@triton.jit
-def _scale_pair(ar, ai, NORM: tl.constexpr):
-    """(ar·s, ai·s, 1/s) with s a power of two making max(|ar|, |ai|)·s ∈ [1/2, 1) when NORM, else (ar, ai, 1): the
-    complex twin of _scale_row."""
-    inv = 1.0
-    if NORM:
-        s, inv = _pow2_scale(_absmax(ar, ai))
-        ar, ai = ar * s, ai * s
-    return ar, ai, inv
 
 
 @triton.jit
@@ -760,81 +769,118 @@ def k_f_gathered(k: torch.Tensor, N: int, src: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def conv_flags(gate_in=False, conj_k=False, y=True, gate_out=False, out2=False, gate2=False, dgate=False) -> dict:
+    """Constexpr flags of flash_butterfly_fwd_kernel from which inputs and outputs a launch has."""
+    return dict(GATE_IN=gate_in, CONJ_K=conj_k, HAS_Y=y, GATE_OUT=gate_out, HAS_OUT2=out2, GATE2=gate2,
+                HAS_DGATE=dgate)
+
+
+def _conv(x: torch.Tensor, k_f: torch.Tensor, N: int, y=None, gate_in=None, gate_out=None, out2=None, gate2=None,
+          w=None, dgate=None, conj_k: bool = False, pass_: str = "fwd", what: str = "forward",
+          rows_per_prog: int | None = None) -> None:
+    """One launch of flash_butterfly_fwd_kernel over x (B, H, L): c = conv_N([gate_in ⊙] x, k) (correlation when
+    conj_k) into y = [gate_out ⊙] c and out2 = [gate2 ⊙] c, and dgate = x ⊙ w; None: that input or output is absent
+    (its pointer is never read or written). Settings: launch_opts(N, pass_)."""
+    B, H, L = x.shape
+    plan = get_plan(N, x.device)
+    N1, N2 = half_sizes(N)
+    n_chunks, rpp = chunks(B, H, x.device, rows_per_prog)
+    ptrs = tuple(x if t is None else t for t in (gate_in, y, gate_out, out2, gate2, w, dgate))  # x: never touched
+    flags = conv_flags(gate_in is not None, conj_k, y is not None, gate_out is not None, out2 is not None,
+                       gate2 is not None, dgate is not None)
+    launch(flash_butterfly_fwd_kernel, (H * n_chunks,),
+           (x, *ptrs, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, n_chunks, rpp),
+           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **flags, **dot_args(x.dtype), **launch_opts(N, pass_)),
+           N, what)
+
+
+def _sum_chunks(partial: torch.Tensor) -> torch.Tensor:
+    """Σ over the leading chunk axis of fp32 partial sums; with one chunk, its only entry (a view, no kernel)."""
+    return partial[0] if partial.shape[0] == 1 else partial.sum(0)
+
+
 def _fwd(u: torch.Tensor, k_f: torch.Tensor, N: int, pregate=None, postgate=None, blocks=None,
-         rows_per_prog: int | None = None) -> torch.Tensor:
-    """y (B, H, L) in u's dtype from the fused forward kernel (learned kernel when `blocks` are given; k_f from
-    k_f_planes, or k_f_planes_full for learned blocks)."""
+         rows_per_prog: int | None = None, save_w: bool = False):
+    """(y, w): y (B, H, L) in u's dtype from the fused forward kernel (learned kernel when `blocks` are given; k_f
+    from k_f_fused, or k_f_gathered for learned blocks); w = conv_N(pregate ⊙ u, k) before the postgate, in u's
+    dtype, saved for dpostgate when save_w and gated (fixed FFT only), else None."""
     B, H, L = u.shape
-    plan = get_plan(N, u.device)
     y = torch.empty_like(u)  # (B, H, L)
+    if blocks is None:
+        w = torch.empty_like(u) if (save_w and postgate is not None) else None  # (B, H, L)
+        _conv(u, k_f, N, y=y, gate_in=pregate, gate_out=postgate, out2=w, rows_per_prog=rows_per_prog)
+        return y, w
+    plan = get_plan(N, u.device)
     gated = pregate is not None
     pre, post = (pregate, postgate) if gated else (u, u)  # unused pointers when not gated
-    meta = dict(GATED=gated, **dot_args(u.dtype), **launch_opts(N, "fwd", learned=blocks is not None))
     n_chunks, rpp = chunks(B, H, u.device, rows_per_prog)
-    if blocks is None:
-        N1, N2 = half_sizes(N)
-        launch(flash_butterfly_fwd_kernel, (H * n_chunks,),
-               (u, y, pre, post, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, n_chunks, rpp),
-               dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **meta), N, "forward")
-    else:
-        N1, N2 = default_sizes(N)
-        (blk1, s1), (blk2, s2) = blocks
-        launch(learned_fwd_kernel, (H * n_chunks,),
-               (u, y, pre, post, k_f, plan["dft1_full"], plan["dft2_full"], plan["tw_full"], blk1, blk2,
-                B, H, L, n_chunks, rpp, s1, s2), dict(N1=N1, N2=N2, **meta), N, "forward (learned blocks)")
-    return y
+    N1, N2 = default_sizes(N)
+    (blk1, s1), (blk2, s2) = blocks
+    launch(learned_fwd_kernel, (H * n_chunks,),
+           (u, y, pre, post, k_f, plan["dft1_full"], plan["dft2_full"], plan["tw_full"], blk1, blk2,
+            B, H, L, n_chunks, rpp, s1, s2),
+           dict(N1=N1, N2=N2, GATED=gated, **dot_args(u.dtype), **launch_opts(N, "fwd", learned=True)), N,
+           "forward (learned blocks)")
+    return y, None
 
 
 def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, pregate=None, postgate=None,
-         blocks=None, need=(True, True, False, False, False, False), rows_per_prog: int | None = None):
-    """Gradients from the fused backward kernel, None where not needed.
+         blocks=None, need=(True, True, False, False, False, False), rows_per_prog: int | None = None, w=None):
+    """Gradients, None where not needed.
 
     need = (du, dk, dpregate, dpostgate, dblock1, dblock2) → du, dpre, dpost (B, H, L) in u's dtype; dk (H, Lk) fp32;
     dblock1/2: (H, 2, M, M) fp32 gradients of the kernel's scaled block planes (one per channel, not yet summed).
+    Fixed FFT: du and dpre from the forward kernel run on dy (conj K; with dpost = dy ⊙ w in the same pass), dk
+    from flash_butterfly_dk_kernel; w = conv_N(pregate ⊙ u, k) as `_fwd` saved it (recomputed here when None).
     """
     B, H, L = u.shape
-    plan = get_plan(N, u.device)
     need_du, need_dk, need_dpre, need_dpost, need_db1, need_db2 = need
     gated = pregate is not None
-    pre, post = (pregate, postgate) if gated else (u, u)
-    learned = blocks is not None
+    need_dpre, need_dpost = gated and need_dpre, gated and need_dpost
+    du = torch.empty_like(u) if need_du else None  # (B, H, L)
+    dpre = torch.empty_like(u) if need_dpre else None
+    dpost = torch.empty_like(u) if need_dpost else None
     n_chunks, rpp = chunks(B, H, u.device, rows_per_prog)
     f32 = dict(device=u.device, dtype=torch.float32)
-    empty = u.new_empty(0)
-    du = torch.empty_like(u) if need_du else empty  # (B, H, L)
-    dpre = torch.empty_like(u) if (gated and need_dpre) else empty
-    dpost = torch.empty_like(u) if (gated and need_dpost) else empty
-    dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else torch.empty(0, **f32)  # (C, H, Lk) partial sums
-    meta = dict(GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk, COMPUTE_DPRE=gated and need_dpre,
-                COMPUTE_DPOST=gated and need_dpost, **dot_args(u.dtype), **launch_opts(N, "bwd", learned=learned))
+    dk = torch.empty(n_chunks, H, Lk, **f32) if need_dk else None  # (C, H, Lk) partial sums
     db1 = db2 = None
-    if not learned:
+    if blocks is None:
         N1, N2 = half_sizes(N)
-        args = (u, dy, pre, post, du, dpre, dpost, dk, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"],
-                B, H, L, Lk, n_chunks, rpp, math.sqrt(N1 * N2))
-        meta.update(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16)
-        kernel, grid = flash_butterfly_bwd_kernel, (H * n_chunks,)
-        split = [dict(meta, COMPUTE_DK=False, COMPUTE_DPOST=False), dict(meta, COMPUTE_DU=False, COMPUTE_DPRE=False)]
-        if (meta["COMPUTE_DU"] or meta["COMPUTE_DPRE"]) and (meta["COMPUTE_DK"] or meta["COMPUTE_DPOST"]) \
-                and not fits(kernel, grid, args, meta) and all(fits(kernel, grid, args, m) for m in split):
-            for m in split:  # the gradients of u and of (k, postgate) in two launches: fewer tiles live at once
-                launch(kernel, grid, args, m, N, "backward")
-        else:
-            launch(kernel, grid, args, meta, N, "backward")
+        if need_dpost and w is None:  # not saved by the forward: w = conv(pre ⊙ u, k) once more
+            w = torch.empty_like(u)
+            _conv(u, k_f, N, y=w, gate_in=pregate, what="forward (w for dpostgate)", rows_per_prog=rows_per_prog)
+        if need_du or need_dpre or need_dpost:  # dv = corr(post ⊙ dy, k); du = pre ⊙ dv, dpre = u ⊙ dv; dy ⊙ w
+            _conv(dy, k_f, N, y=du, gate_in=postgate, gate_out=pregate, out2=dpre, gate2=u if need_dpre else None,
+                  w=w if need_dpost else None, dgate=dpost, conj_k=True, pass_="du", what="backward (du)",
+                  rows_per_prog=rows_per_prog)
+        if need_dk:
+            plan = get_plan(N, u.device)
+            pre, post = (pregate, postgate) if gated else (u, dy)  # unused pointers when not gated
+            launch(flash_butterfly_dk_kernel, (H * n_chunks,),
+                   (u, dy, pre, post, dk, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, Lk, n_chunks,
+                    rpp, math.sqrt(N1 * N2)),
+                   dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, GATED=gated, **dot_args(u.dtype),
+                        **launch_opts(N, "dk")), N, "backward (dk)")
     else:
+        empty = u.new_empty(0)
+        plan = get_plan(N, u.device)
+        pre, post = (pregate, postgate) if gated else (u, u)
         N1, N2 = default_sizes(N)
         (blk1, s1), (blk2, s2) = blocks
         need_db = need_db1 or need_db2
         db1 = torch.empty(n_chunks, H, 2, N1, N1, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N1, N1)
         db2 = torch.empty(n_chunks, H, 2, N2, N2, **f32) if need_db else torch.empty(0, **f32)  # (C, H, 2, N2, N2)
         launch(learned_bwd_kernel, (H * n_chunks,),
-               (u, dy, pre, post, du, dpre, dpost, dk, db1, db2, k_f, plan["dft1_full"], plan["dft2_full"],
-                plan["tw_full"], blk1, blk2, B, H, L, Lk, n_chunks, rpp, math.sqrt(N), s1, s2),
-               dict(N1=N1, N2=N2, COMPUTE_DBLK=need_db, **meta), N, "backward (learned blocks)")
-        db1 = db1.sum(0) if need_db1 else None  # (H, 2, N1, N1)
-        db2 = db2.sum(0) if need_db2 else None
-    return ((du if need_du else None), (dk.sum(0) if need_dk else None),  # dk (H, Lk)
-            (dpre if gated and need_dpre else None), (dpost if gated and need_dpost else None), db1, db2)
+               (u, dy, pre, post, empty if du is None else du, empty if dpre is None else dpre,
+                empty if dpost is None else dpost, torch.empty(0, **f32) if dk is None else dk, db1, db2, k_f,
+                plan["dft1_full"], plan["dft2_full"], plan["tw_full"], blk1, blk2, B, H, L, Lk, n_chunks, rpp,
+                math.sqrt(N), s1, s2),
+               dict(N1=N1, N2=N2, GATED=gated, COMPUTE_DU=need_du, COMPUTE_DK=need_dk, COMPUTE_DPRE=need_dpre,
+                    COMPUTE_DPOST=need_dpost, COMPUTE_DBLK=need_db, **dot_args(u.dtype),
+                    **launch_opts(N, "bwd", learned=True)), N, "backward (learned blocks)")
+        db1 = _sum_chunks(db1) if need_db1 else None  # (H, 2, N1, N1)
+        db2 = _sum_chunks(db2) if need_db2 else None
+    return du, (_sum_chunks(dk) if need_dk else None), dpre, dpost, db1, db2  # dk (H, Lk)
 
 
 def forward_only(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgate=None, dft1=None,
@@ -842,11 +888,11 @@ def forward_only(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgat
     """y (B, H, L) without autograd bookkeeping (for calls that record no gradient): k_f by one launch (k_f_fused;
     rfft + gather for learned blocks), then the forward kernel. Inputs checked by the caller (kernels.conv)."""
     if dft1 is None and dft2 is None:
-        return _fwd(u, k_f_fused(k, N), N, pregate, postgate)
+        return _fwd(u, k_f_fused(k, N), N, pregate, postgate)[0]
     N1, N2 = default_sizes(N)
     plan = get_plan(N, u.device)
     blocks = (block_planes(dft1, N1, plan["dft1_full"]), block_planes(dft2, N2, plan["dft2_full"]))
-    return _fwd(u, k_f_gathered(k, N, plan["k_src_full"]), N, pregate, postgate, blocks)
+    return _fwd(u, k_f_gathered(k, N, plan["k_src_full"]), N, pregate, postgate, blocks)[0]
 
 
 def _block_grad(g: torch.Tensor | None, dft: torch.Tensor | None, M: int):
@@ -869,50 +915,59 @@ class FlashButterflyFn(torch.autograd.Function):
             plan = get_plan(N, u.device)
             blocks = (block_planes(dft1, N1, plan["dft1_full"]), block_planes(dft2, N2, plan["dft2_full"]))
         k_f = k_f_fused(k, N) if blocks is None else k_f_gathered(k, N, get_plan(N, u.device)["k_src_full"])
-        ctx.save_for_backward(u, k_f, pregate, postgate, dft1, dft2)
+        save_w = blocks is None and postgate is not None and ctx.needs_input_grad[3]  # for dpostgate = dy ⊙ w
+        y, w = _fwd(u, k_f, N, pregate, postgate, blocks, save_w=save_w)
+        ctx.save_for_backward(u, k_f, pregate, postgate, dft1, dft2, w)
         ctx.blocks, ctx.N, ctx.Lk = blocks, N, k.shape[-1]
-        return _fwd(u, k_f, N, pregate, postgate, blocks)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
-        u, k_f, pregate, postgate, dft1, dft2 = ctx.saved_tensors
+        u, k_f, pregate, postgate, dft1, dft2, w = ctx.saved_tensors
         dy = dy.to(u.dtype).contiguous()  # (B, H, L)
         need = ctx.needs_input_grad[:6]
-        du, dk, dpre, dpost, db1, db2 = _bwd(u, dy, k_f, ctx.N, ctx.Lk, pregate, postgate, ctx.blocks, need)
+        du, dk, dpre, dpost, db1, db2 = _bwd(u, dy, k_f, ctx.N, ctx.Lk, pregate, postgate, ctx.blocks, need, w=w)
         N1, N2 = default_sizes(ctx.N)
         return du, dk, dpre, dpost, _block_grad(db1, dft1, N1), _block_grad(db2, dft2, N2), None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The fixed-FFT path as torch.library operators: torch.compile keeps each as one opaque node of its graph (no graph
-# break, no tracing into the launcher) and CUDA-graph capture sees plain kernel launches. Learned blocks stay on
-# FlashButterflyFn. Schemas are written out (this module postpones its annotations).
+# The fixed-FFT path as torch.library operators, used inside torch.compile (kernels.conv): each is one opaque node of
+# its graph (no graph break, no tracing into the launcher) and CUDA-graph capture sees plain kernel launches. Eager
+# calls use FlashButterflyFn (the operator's Python dispatch costs ~45 vs ~13 µs per call, measured on this 2-core
+# CPU with the launches stubbed out). Schemas are written out (this module postpones its annotations).
 # ---------------------------------------------------------------------------------------------------------------
 
 @torch.library.custom_op("lconv::flash_butterfly_fwd", mutates_args=(),
-                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N) -> (Tensor, Tensor)")
-def flash_butterfly_op(u, k, pregate, postgate, N):
-    """(y, k_f): y (B, H, L) in u's dtype by the fused forward kernel; k_f (H, 2, N) fp32, saved for the backward."""
+                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N, bool save_w) -> "
+                                "(Tensor, Tensor, Tensor)")
+def flash_butterfly_op(u, k, pregate, postgate, N, save_w):
+    """(y, k_f, w): y (B, H, L) in u's dtype by the fused forward kernel; k_f (H, 2, N) fp32, saved for the backward;
+    w = conv_N(pregate ⊙ u, k) (B, H, L) in u's dtype when save_w and gated (the caller passes save_w = postgate
+    needs a gradient: postgate.requires_grad and torch.is_grad_enabled()), else an empty tensor."""
     k_f = k_f_fused(k, N)  # (H, 2, N) fp32, once per call
-    return _fwd(u, k_f, N, pregate, postgate), k_f
+    y, w = _fwd(u, k_f, N, pregate, postgate, save_w=save_w)
+    return y, k_f, (u.new_empty(0) if w is None else w)
 
 
 @flash_butterfly_op.register_fake
-def _(u, k, pregate, postgate, N):
-    return torch.empty_like(u), k.new_empty((k.shape[0], 2, N), dtype=torch.float32)
+def _(u, k, pregate, postgate, N, save_w):
+    w = torch.empty_like(u) if (save_w and postgate is not None) else u.new_empty(0)
+    return torch.empty_like(u), k.new_empty((k.shape[0], 2, N), dtype=torch.float32), w
 
 
 @torch.library.custom_op("lconv::flash_butterfly_bwd", mutates_args=(),
-                         schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, SymInt N, "
-                                "SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
-def flash_butterfly_bwd_op(u, dy, k_f, pregate, postgate, N, Lk, need):
-    """(du, dk, dpregate, dpostgate) by the fused backward kernel; an empty tensor where `need` (4 flags) says no."""
-    grads = _bwd(u, dy, k_f, N, Lk, pregate, postgate, None, (*need, False, False))[:4]
+                         schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, Tensor? w, "
+                                "SymInt N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
+def flash_butterfly_bwd_op(u, dy, k_f, pregate, postgate, w, N, Lk, need):
+    """(du, dk, dpregate, dpostgate) by the du and dk kernels; an empty tensor where `need` (4 flags) says no. w: the
+    forward's saved conv (None: recomputed if dpostgate is needed)."""
+    grads = _bwd(u, dy, k_f, N, Lk, pregate, postgate, None, (*need, False, False), w=w)[:4]
     return tuple(u.new_empty(0) if g is None else g for g in grads)
 
 
 @flash_butterfly_bwd_op.register_fake
-def _(u, dy, k_f, pregate, postgate, N, Lk, need):
+def _(u, dy, k_f, pregate, postgate, w, N, Lk, need):
     gated = pregate is not None
     shapes = (u.shape, (k_f.shape[0], Lk), u.shape if gated else (0,), u.shape if gated else (0,))
     dtypes = (u.dtype, torch.float32, u.dtype, u.dtype)
@@ -920,18 +975,19 @@ def _(u, dy, k_f, pregate, postgate, N, Lk, need):
 
 
 def _op_setup_context(ctx, inputs, output):
-    u, k, pregate, postgate, N = inputs
-    ctx.mark_non_differentiable(output[1])
-    ctx.set_materialize_grads(False)  # no zero-filled (H, 2, N) gradient for k_f in every backward
-    ctx.save_for_backward(u, output[1], pregate, postgate)
+    u, k, pregate, postgate, N, save_w = inputs
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for k_f and w in every backward
+    ctx.has_w = bool(save_w) and postgate is not None
+    ctx.save_for_backward(u, output[1], pregate, postgate, output[2] if ctx.has_w else None)
     ctx.N, ctx.Lk = N, k.shape[-1]
 
 
-def _op_backward(ctx, dy, _dk_f):
-    u, k_f, pregate, postgate = ctx.saved_tensors
+def _op_backward(ctx, dy, _dk_f, _dw):
+    u, k_f, pregate, postgate, w = ctx.saved_tensors
     need = [bool(f) for f in ctx.needs_input_grad[:4]]
-    grads = flash_butterfly_bwd_op(u, dy.to(u.dtype).contiguous(), k_f, pregate, postgate, ctx.N, ctx.Lk, need)
-    return (*(g if flag else None for g, flag in zip(grads, need)), None)
+    grads = flash_butterfly_bwd_op(u, dy.to(u.dtype).contiguous(), k_f, pregate, postgate, w, ctx.N, ctx.Lk, need)
+    return (*(g if flag else None for g, flag in zip(grads, need)), None, None)
 
 
 flash_butterfly_op.register_autograd(_op_backward, setup_context=_op_setup_context)

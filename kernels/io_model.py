@@ -22,9 +22,16 @@ cache misses counted twice, no cache hits subtracted). The unfused steps follow 
   - k's spectrum (include_k): pad + rfft of k, per call, as the baseline does.
 
 The fused kernel (kernels/flash_butterfly.py) reads u (masked loads: the zero padding is free), reads k_f[h] once per
-program (n_chunks programs per channel), reads the DFT/twiddle tables (once: a few KB, L2-resident) and writes y. Its
-k_f is made per call by PyTorch (kernels.launch.k_f_planes: pad, FFT, gather to the kernel's order, split re/im),
-counted in the same lower-bound way.
+program (n_chunks programs per channel), reads the DFT/twiddle tables (once: a few KB, L2-resident) and writes y;
+gated, it reads both gates too, and writes w = conv(pregate ⊙ u, k) when postgate needs a gradient. Its k_f is made
+per call: counted by default as one Triton kernel that reads k (H, Lk) fp32 once and writes k_f (H, 2, N) fp32 once
+(`k_f_kernel_io`; issue 20, that kernel is being written), or, `k_f_prep="torch"`, as the PyTorch pipeline of
+kernels.launch.k_f_planes today (pad, FFT, gather to the kernel's order, split re/im), in the same lower-bound way.
+
+The backward (`flash_butterfly_bwd_io`; `fwd_bwd_io` adds the forward) is two kernels: the du kernel, the forward
+kernel run on dy with conj(K) (reads dy, the gates, u for dpregate, w for dpostgate, k_f once per program; writes
+du, dpregate, dpostgate), and the dk kernel (reads dy and u, and the gates; writes n_chunks fp32 partial sums of
+dk, which PyTorch sums when n_chunks > 1). k_f is the forward's (saved, not remade).
 
 The three-pass kernel (kernels/three_pass.py, N > 4096) moves an fp32 intermediate between its passes
 (`three_pass_io`): each batch row's outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of N0), 8·R·M bytes per row of N points.
@@ -145,30 +152,119 @@ def _k_spectrum_io(N: int, H: int, Lk: int) -> list[Transfer]:
                     Transfer("k_f re/im planes (stack)", 8 * H * N, 8 * H * N)]
 
 
-def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
-                       include_k: bool = True, n_chunks: int = 1, sizes: tuple[int, int] | None = None
-                       ) -> list[Transfer]:
-    """HBM transfers of the fused FlashButterfly forward (kernels.flash_butterfly.FlashButterflyFn), step by step.
+K_F_PREP = ("kernel", "torch")  # how the fused path makes k_f: one Triton kernel, or PyTorch (k_f_planes, today)
 
-    n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables, N1·N2 = N/2
-    (default: the kernel's half_sizes(N)); the tables are F1, F2, the twiddles and ω_N^f.
-    """
-    L, Lk = _check_sizes(N, B, H, L, Lk)
-    s = _dtype_bytes(dtype)
-    if not isinstance(n_chunks, int) or n_chunks < 1:
-        raise ValueError(f"n_chunks={n_chunks!r} must be a positive int (programs per channel)")
+
+def k_f_kernel_io(N: int, H: int, Lk: int) -> list[Transfer]:
+    """k → k_f (H, 2, N) fp32 planes by one Triton kernel: k (H, Lk) fp32 read once, k_f written once."""
+    return [Transfer("k → k_f (one Triton kernel)", 4 * H * Lk, 8 * H * N)]
+
+
+def _tables(N: int, sizes) -> tuple[int, int]:
+    """(N1, N2) of the half-length tile, N1·N2 = N/2 (default: the kernel's half_sizes(N))."""
     if sizes is None:
         if N < 8:
             raise ValueError(f"FFT size N={N}: the fused kernel's half-length trick needs N ≥ 8")
         sizes = half_sizes(N)
-    N1, N2 = _split(N // 2, sizes)
+    return _split(N // 2, sizes)
+
+
+def _table_bytes(N1: int, N2: int) -> int:
+    """F1, F2, the twiddles and ω_N^f as fp32 re/im planes (read once per launch: a few KB, L2-resident)."""
+    return 8 * (N1 * N1 + N2 * N2 + 2 * N1 * N2)
+
+
+def _check_chunks(n_chunks) -> None:
+    if not isinstance(n_chunks, int) or n_chunks < 1:
+        raise ValueError(f"n_chunks={n_chunks!r} must be a positive int (programs per channel)")
+
+
+def flash_butterfly_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
+                       include_k: bool = True, n_chunks: int = 1, sizes: tuple[int, int] | None = None,
+                       gated: bool = False, save_w: bool = False, k_f_prep: str = "kernel") -> list[Transfer]:
+    """HBM transfers of the fused FlashButterfly forward (kernels.flash_butterfly: lconv::flash_butterfly_fwd), step
+    by step.
+
+    n_chunks: programs per channel (each loads its channel's k_f); sizes: (N1, N2) of the DFT tables, N1·N2 = N/2
+    (default: the kernel's half_sizes(N)); the tables are F1, F2, the twiddles and ω_N^f. gated: pregate and
+    postgate read too; save_w: w = conv(pregate ⊙ u, k) written for the backward (when postgate needs a gradient).
+    k_f_prep (include_k): "kernel", one Triton kernel (k read once, k_f written once: `k_f_kernel_io`, what the
+    fused path's k_f costs once k_f_planes is that kernel), or "torch", the PyTorch pipeline of
+    kernels.launch.k_f_planes (pad, FFT, gather, stack).
+    """
+    L, Lk = _check_sizes(N, B, H, L, Lk)
+    s = _dtype_bytes(dtype)
+    _check_chunks(n_chunks)
+    if k_f_prep not in K_F_PREP:
+        raise ValueError(f"k_f_prep={k_f_prep!r}: use one of {K_F_PREP}")
+    N1, N2 = _tables(N, sizes)
     P = B * H
-    steps = _k_spectrum_io(N, H, Lk) if include_k else []
-    steps += [Transfer("fused kernel: read u", s * P * L, 0),
-              Transfer("fused kernel: read k_f (once per program)", 8 * H * N * n_chunks, 0),
-              Transfer("fused kernel: read DFT + twiddle tables", 8 * (N1 * N1 + N2 * N2 + 2 * N1 * N2), 0),
+    steps = ((k_f_kernel_io if k_f_prep == "kernel" else _k_spectrum_io)(N, H, Lk)) if include_k else []
+    steps.append(Transfer("fused kernel: read u", s * P * L, 0))
+    if gated:
+        steps.append(Transfer("fused kernel: read pregate, postgate", 2 * s * P * L, 0))
+    steps += [Transfer("fused kernel: read k_f (once per program)", 8 * H * N * n_chunks, 0),
+              Transfer("fused kernel: read DFT + twiddle tables", _table_bytes(N1, N2), 0),
               Transfer("fused kernel: write y", 0, s * P * L)]
+    if gated and save_w:
+        steps.append(Transfer("fused kernel: write w = conv(pregate ⊙ u, k) (for dpostgate)", 0, s * P * L))
     return steps
+
+
+def flash_butterfly_bwd_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
+                           gated: bool = False, need=None, n_chunks: int = 1,
+                           sizes: tuple[int, int] | None = None) -> list[Transfer]:
+    """HBM transfers of the fused backward, step by step: the du kernel (the forward kernel on dy with conj(K):
+    du = pregate ⊙ corr(postgate ⊙ dy, k), dpregate = u ⊙ corr(…), dpostgate = dy ⊙ w), then the dk kernel (per row
+    two forward transforms of postgate ⊙ dy and pregate ⊙ u, one inverse per program into n_chunks fp32 partial sums
+    of dk, summed by PyTorch when n_chunks > 1). k_f comes from the forward (no new k → k_f).
+
+    need: (du, dk, dpregate, dpostgate) flags, default all that exist (the gates' only when gated).
+    """
+    L, Lk = _check_sizes(N, B, H, L, Lk)
+    s = _dtype_bytes(dtype)
+    _check_chunks(n_chunks)
+    N1, N2 = _tables(N, sizes)
+    need_du, need_dk, need_dpre, need_dpost = (True, True, gated, gated) if need is None else need
+    need_dpre, need_dpost = gated and need_dpre, gated and need_dpost
+    row = s * B * H * L  # bytes of one (B, H, L) tensor
+    steps = []
+    conv = need_du or need_dpre
+    if conv or need_dpost:
+        steps.append(Transfer("du kernel: read dy", row, 0))
+        if conv and gated:
+            steps.append(Transfer("du kernel: read postgate", row, 0))
+        if need_du and gated:
+            steps.append(Transfer("du kernel: read pregate", row, 0))
+        if need_dpre:
+            steps.append(Transfer("du kernel: read u (for dpregate)", row, 0))
+        if need_dpost:
+            steps.append(Transfer("du kernel: read w (for dpostgate)", row, 0))
+        if conv:
+            steps += [Transfer("du kernel: read k_f (once per program)", 8 * H * N * n_chunks, 0),
+                      Transfer("du kernel: read DFT + twiddle tables", _table_bytes(N1, N2), 0)]
+        for flag, name in ((need_du, "du"), (need_dpre, "dpregate"), (need_dpost, "dpostgate")):
+            if flag:
+                steps.append(Transfer(f"du kernel: write {name}", 0, row))
+    if need_dk:
+        steps.append(Transfer("dk kernel: read dy, u", 2 * row, 0))
+        if gated:
+            steps.append(Transfer("dk kernel: read postgate, pregate", 2 * row, 0))
+        steps += [Transfer("dk kernel: read DFT + twiddle tables", _table_bytes(N1, N2), 0),
+                  Transfer("dk kernel: write dk partial sums (fp32)", 0, 4 * n_chunks * H * Lk)]
+        if n_chunks > 1:
+            steps.append(Transfer("sum dk over chunks (PyTorch)", 4 * n_chunks * H * Lk, 4 * H * Lk))
+    return steps
+
+
+def fwd_bwd_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
+               gated: bool = False, need=None, include_k: bool = True, n_chunks: int = 1,
+               k_f_prep: str = "kernel") -> list[Transfer]:
+    """Forward (k → k_f, the fused kernel, + w when dpostgate is needed) then backward (du kernel, dk kernel)."""
+    need = (True, True, gated, gated) if need is None else tuple(need)
+    fwd = flash_butterfly_io(N, B, H, dtype, L, Lk, include_k, n_chunks, gated=gated,
+                             save_w=gated and bool(need[3]), k_f_prep=k_f_prep)
+    return fwd + flash_butterfly_bwd_io(N, B, H, dtype, L, Lk, gated, need, n_chunks)
 
 
 def three_pass_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = None, Lk: int | None = None,
@@ -199,9 +295,11 @@ def total_bytes(steps: list[Transfer]) -> int:
     return sum(t.total for t in steps)
 
 
-def io_ratio(N: int, B: int, H: int, dtype=torch.float16, **kw) -> float:
-    """HBM bytes of the unfused PyTorch FFT conv divided by those of the fused kernel (same arguments to both)."""
-    return total_bytes(torch_fft_conv_io(N, B, H, dtype, **kw)) / total_bytes(flash_butterfly_io(N, B, H, dtype, **kw))
+def io_ratio(N: int, B: int, H: int, dtype=torch.float16, k_f_prep: str = "kernel", **kw) -> float:
+    """HBM bytes of the unfused PyTorch FFT conv divided by those of the fused forward (same arguments to both;
+    k_f_prep: how the fused path makes k_f, see flash_butterfly_io)."""
+    return (total_bytes(torch_fft_conv_io(N, B, H, dtype, **kw))
+            / total_bytes(flash_butterfly_io(N, B, H, dtype, k_f_prep=k_f_prep, **kw)))
 
 
 def on_chip_bytes(N: int, dtype=torch.float16, sizes: tuple[int, int] | None = None) -> dict:

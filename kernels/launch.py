@@ -266,17 +266,42 @@ def chunks(n_rows: int, rows: int, device: torch.device, rows_per_prog: int | No
 # (spilled) / 0.675, N=4096 83 (spilled) at 2; 4 and 8 not timed (the sweep ran out of time): 4, as fwd. Re-reading
 # the DFT blocks, twiddles and K inside the loop instead of holding them in registers was 1.4–2× slower at every
 # size and was dropped. Not re-swept for the per-row kernels (tiles of N/2 points): rerun the sweep on a GPU.
+# "fwd" is the forward (and three_pass's pass 2), "bwd" three_pass's pass-2 backward; the fused backward is two
+# launches with their own entries: "du" (the forward kernel run on dy with conj(K)) and "dk" (its own kernel).
+# Their warps were chosen with `python -m lconv.kernels.probe` on a CPU: COMPILED by triton 3.8 + its ptxas for
+# sm_90a and sm_89, NOT TIMED on any GPU (fp16, gated, every gradient): the fewest spills, then the fewest warps.
+# regs / spill stores (B per thread) / shared KB, sm_90 | sm_89, at the settings below:
+#   N     fwd (2,2,2,4,4 warps)          du (2,2,4,8,8)                  dk (2,2,4,8,8)
+#   256   168/0/0.5  | 168/0/0.5         168/0/0.5   | 168/0/0.5         237/0/1     | 168/0/1
+#   512   200/0/3    | 202/0/3           228/0/3     | 230/0/3           201/0/7     | 204/0/7
+#   1024  255/0/7    | 255/4/7           168/0/7     | 146/0/7           165/0/17    | 165/0/17
+#   2048  255/608/12 | 255/632/12        255/320/12  | 255/248/12        255/720/28  | 255/676/28
+#   4096  255/984/28 | 255/796/28        255/384/28  | 255/316/28        255/1380/68 | 255/2696/68
+# Other warps: du/dk at 1024 spill 48/100 B at 2 warps; at 2048 and 4096 every count spills (2 warps: du 560 /
+# 2604 B, dk 3200 / 68066 B; 4: du 1012 / 584, dk 1256 / 32296; 16: 128 registers, 650–1900 B), so 8 spills least.
+# num_stages 2 changed nothing (no loads to pipeline). fp32 (no tensor cores) spills more (du 5 KB, dk 16 KB at
+# 4096 on sm_89) in ≤ 56 KB. The single backward kernel this replaced (everything per row in one program), same
+# probe: 4096 at 4 warps 255/6476/56 (sm_90), 168/8244/56 (sm_89); at 8 warps 255/3344/56; 2048 at 4 warps
+# 255/1740/24. Every kernel fits the 99 KB of sm_86/sm_89 at every N (tests/test_probe.py checks 4096 on sm_89).
+# "fwd" is left as timed for the packed-pair kernel (at 8 warps it would spill 200 / 8 B at 2048 / 4096): time
+# fwd, du and dk on a GPU with `python -m lconv.kernels.sweep` before trusting any of these for speed.
 TUNING = {
-    256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
-    512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
-    1024: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1}},
-    2048: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}},
-    4096: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1}},
+    256: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1},
+          "du": {"num_warps": 2, "num_stages": 1}, "dk": {"num_warps": 2, "num_stages": 1}},
+    512: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1},
+          "du": {"num_warps": 2, "num_stages": 1}, "dk": {"num_warps": 2, "num_stages": 1}},
+    1024: {"fwd": {"num_warps": 2, "num_stages": 1}, "bwd": {"num_warps": 2, "num_stages": 1},
+           "du": {"num_warps": 4, "num_stages": 1}, "dk": {"num_warps": 4, "num_stages": 1}},
+    2048: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1},
+           "du": {"num_warps": 8, "num_stages": 1}, "dk": {"num_warps": 8, "num_stages": 1}},
+    4096: {"fwd": {"num_warps": 4, "num_stages": 1}, "bwd": {"num_warps": 4, "num_stages": 1},
+           "du": {"num_warps": 8, "num_stages": 1}, "dk": {"num_warps": 8, "num_stages": 1}},
 }
 
 
 def launch_opts(N: int, pass_: str = "fwd", learned: bool = False) -> dict:
-    """num_warps / num_stages of the fused kernels for FFT size N and pass ("fwd" or "bwd"). The learned-block
+    """num_warps / num_stages of the fused kernels for FFT size N and pass ("fwd"; "du", "dk": the fused backward's
+    two launches; "bwd": three_pass's pass-2 backward). The learned-block
     kernels hold more tiles (their blocks and the fixed DFTs) and have not been swept on a GPU: they keep 4 warps up
     to N = 512 and 8 above, so that fewer warps cannot push them into the heavy spills seen at 2 warps, N ≥ 2048."""
     if learned:
@@ -323,12 +348,6 @@ def shared_bytes(kernel, grid, args, meta) -> int | None:
         with device_guard(args[0]):
             _SHARED[key] = int(kernel.warmup(*args, grid=grid, **meta).metadata.shared)
     return _SHARED[key]
-
-
-def fits(kernel, grid, args, meta) -> bool:
-    """Whether `kernel` with these constexprs fits the shared memory of args[0]'s device (always on CPU)."""
-    need = shared_bytes(kernel, grid, args, meta)
-    return need is None or need <= shared_memory_limit(args[0].device)[1]
 
 
 def launch(kernel, grid, args, meta, N: int, what: str) -> None:

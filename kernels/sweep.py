@@ -1,10 +1,11 @@
 """python -m lconv.kernels.sweep: time launch settings of the fused fixed-FFT kernels on a GPU, side by side in one run.
 
-For each FFT size N (fp16, B = 64, H = 768, L = N) and pass (fwd, bwd), every combination of num_warps and
-PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against torch's fp32 rfft convolution (max |error|, NaN fails) and
-timed (triton.testing.do_bench, median ms). Prints one table per N, best first, with the bandwidth of moving u, y
-(and dy, du) once; `--out DIR` writes the rows as JSON with provenance. The chosen settings go into
-kernels.launch.TUNING by hand, with the sweep's numbers in the commit that changes them.
+For each FFT size N (fp16, B = 64, H = 768, L = N) and pass (fwd; du and dk, the backward's two kernels), every
+combination of num_warps and PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against
+torch's fp32 rfft convolution (max |error|, NaN fails) and timed (triton.testing.do_bench, median ms). Prints one
+table per N, best first, with the bandwidth of moving u, y (du: dy, du; dk: u, dy) once; `--out DIR` writes the
+rows as JSON with provenance. The chosen settings go into kernels.launch.TUNING by hand, with the sweep's numbers in
+the commit that changes them (`python -m lconv.kernels.probe` says, without a GPU, which settings spill).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from .bench import torch_fft_conv
 
 
 def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
-          passes=("fwd", "bwd")) -> list[dict]:
-    """Rows: N, pass, num_warps, PROGRAMS_PER_SM, ms, GB/s, max_err (fwd: y, bwd: du) for each setting."""
+          passes=("fwd", "du", "dk")) -> list[dict]:
+    """Rows: N, pass, num_warps, PROGRAMS_PER_SM, ms, GB/s, max_err (fwd: y, du: du, dk: dk) for each setting."""
     from triton.testing import do_bench
 
     dev = torch.device("cuda")
@@ -30,6 +31,7 @@ def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
     k_f = kl.k_f_planes(k, N)
     y_ref = torch_fft_conv(u.float(), k, N)  # fp32 reference (output in its input's dtype)
     du_ref = torch.fft.irfft(torch.fft.rfft(dy.float()) * torch.fft.rfft(k).conj(), n=N)  # circular corr(dy, k)
+    dk_ref = torch.fft.irfft(torch.fft.rfft(dy.float()) * torch.fft.rfft(u.float()).conj(), n=N).sum(0)  # Σ_b corr
     saved = (kl.TUNING[N], kl.PROGRAMS_PER_SM)
     rows = []
     try:
@@ -38,11 +40,12 @@ def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
             kl.PROGRAMS_PER_SM = ps
             if pass_ == "fwd":
                 fn = lambda: fb._fwd(u, k_f, N)  # noqa: E731
-                out, ref, nbytes = fn(), y_ref, 2 * u.numel() * 2
+                out, ref = fn()[0], y_ref
             else:
-                need = (True, True, False, False, False, False)
+                need = (pass_ == "du", pass_ == "dk", False, False, False, False)
                 fn = lambda: fb._bwd(u, dy, k_f, N, N, need=need)  # noqa: E731
-                out, ref, nbytes = fn()[0], du_ref, 3 * u.numel() * 2
+                out, ref = fn()[0 if pass_ == "du" else 1], (du_ref if pass_ == "du" else dk_ref)
+            nbytes = 2 * u.numel() * 2  # fwd: u, y; du: dy, du; dk: u, dy (dk itself is H·N)
             err = (out.float() - ref).abs().max().item()
             ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
             rows.append(dict(N=N, pass_=pass_, num_warps=w, PROGRAMS_PER_SM=ps, ms=ms,
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--N", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--warps", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--per-sm", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--passes", nargs="+", default=["fwd", "bwd"])
+    parser.add_argument("--passes", nargs="+", default=["fwd", "du", "dk"], choices=["fwd", "du", "dk"])
     parser.add_argument("--out", default=None, help="directory for sweep-<UTC time>.json")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():

@@ -118,11 +118,13 @@ def test_flash_butterfly_conv_fullgraph_compile(kernel_device, backend, compile_
 
 
 def test_flash_butterfly_operator_passes_opcheck(kernel_device):
-    """torch.library.opcheck: schema, fake (meta) implementation and registered autograd agree with the kernel."""
+    """torch.library.opcheck: schema, fake (meta) implementation and registered autograd agree with the kernel; with
+    w saved by the forward (save_w) and without it (the backward recomputes w for dpostgate)."""
     from lconv.kernels import HAS_TRITON, INTERPRET
     if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
         pytest.skip("needs Triton")
     from lconv.kernels.flash_butterfly import flash_butterfly_op
     u, k, pre, post = _flash_case(True, kernel_device)
-    torch.library.opcheck(flash_butterfly_op, (u, k, None, None, 256))
-    torch.library.opcheck(flash_butterfly_op, (u, k, pre, post, 256))
+    torch.library.opcheck(flash_butterfly_op, (u, k, None, None, 256, False))
+    torch.library.opcheck(flash_butterfly_op, (u, k, pre, post, 256, True))
+    torch.library.opcheck(flash_butterfly_op, (u, k, pre, post, 256, False))

@@ -85,9 +85,9 @@ def test_gate_gradients_alone_and_chunked():
     torch.testing.assert_close(pre_g.grad.double(), ref[3], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(post_g.grad.double(), ref[4], atol=1e-5, rtol=1e-5)
     k_f = kernels.launch.k_f_planes(k, N)
-    y = kernels.flash_butterfly._fwd(u, k_f, N, pre, post, rows_per_prog=1)
-    du, dk, dpre, dpost, _, _ = kernels.flash_butterfly._bwd(u, dy, k_f, N, L, pre, post, need=(True,) * 4 + (False,) * 2,
-                                                  rows_per_prog=1)
+    y, w = kernels.flash_butterfly._fwd(u, k_f, N, pre, post, rows_per_prog=1, save_w=True)
+    du, dk, dpre, dpost, _, _ = kernels.flash_butterfly._bwd(u, dy, k_f, N, L, pre, post,
+                                                             need=(True,) * 4 + (False,) * 2, rows_per_prog=1, w=w)
     for got, want in zip((y, du, dk, dpre, dpost), ref):
         torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
@@ -158,3 +158,89 @@ def test_gated_samples_stay_in_their_sample(dtype):
         else:
             u[0] *= 1000.0
         assert_isolated(fn, u.to(dtype), (pre.to(dtype), post.to(dtype)), dy=dy, bad=0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue 20: the forward saves w = conv(pregate ⊙ u, k) for dpostgate = dy ⊙ w, only when postgate needs a gradient
+# ------------------------------------------------------------------------------------------------------------------
+
+@needs_triton
+def test_w_is_saved_only_when_postgate_needs_a_gradient(monkeypatch):
+    """flash_butterfly_conv asks the forward for w exactly when postgate requires grad under grad mode (eager:
+    FlashButterflyFn; no grad: forward_only); the operator used under torch.compile returns w = conv(pregate ⊙ u, k)
+    in u's dtype then, an empty tensor otherwise."""
+    import lconv.kernels.conv as kconv
+
+    asked = []
+    fb = kernels.flash_butterfly
+    real_op, real_fwd = kconv.flash_butterfly_op, fb._fwd
+
+    def recording_fwd(*args, **kwargs):
+        asked.append(kwargs.get("save_w", False))
+        return real_fwd(*args, **kwargs)
+
+    monkeypatch.setattr(fb, "_fwd", recording_fwd)
+    B, H, L, N = 2, 2, 100, 256
+    u, k = torch.randn(B, H, L) * 0.02, torch.randn(H, L)
+    pre, post = torch.randn(B, H, L), torch.randn(B, H, L)
+    kernels.flash_butterfly_conv(u, k, N, pre, post.requires_grad_())
+    kernels.flash_butterfly_conv(u.requires_grad_(), k.requires_grad_(), N, pre.requires_grad_(),
+                                 post.detach())  # every input but the postgate
+    with torch.no_grad():
+        kernels.flash_butterfly_conv(u, k, N, pre, post.requires_grad_())
+    kernels.flash_butterfly_conv(u, k, N)
+    assert asked == [True, False, False, False]
+    u, k, pre, post = u.detach(), k.detach(), pre.detach(), post.detach()
+    y, _, w = real_op(u, k, pre, post, N, True)
+    torch.testing.assert_close(w.double(), torch_conv((u * pre).double(), k.double(), N), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y, w * post, atol=1e-6, rtol=1e-6)
+    assert real_op(u, k, pre, post, N, False)[2].numel() == 0
+    assert real_op(u, k, None, None, N, True)[2].numel() == 0  # no gates, no w
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_dpostgate_from_saved_w_equals_the_reference(dtype):
+    """dpostgate = dy ⊙ w with w saved by the forward in u's dtype: the fp32 product of the two, rounded once (as
+    PyTorch's dy * w), bitwise the same when w is recomputed in the backward (w=None), and within the error rule of
+    the fp64 reference."""
+    B, H, L, N = 3, 2, 300, 1024
+    u, k = (torch.randn(B, H, L) * 0.02).to(dtype), torch.randn(H, L)
+    pre, post = torch.randn(B, H, L).to(dtype), torch.randn(B, H, L).to(dtype)
+    dy = (torch.randn(B, H, L) * 0.02).to(dtype)
+    k_f = kernels.launch.k_f_planes(k, N)
+    y, w = kernels.flash_butterfly._fwd(u, k_f, N, pre, post, save_w=True)
+    assert w.dtype == dtype and w.shape == u.shape
+    need = (False, False, False, True, False, False)
+    dpost = kernels.flash_butterfly._bwd(u, dy, k_f, N, L, pre, post, need=need, w=w)[3]
+    assert torch.equal(dpost, dy * w)
+    assert torch.equal(dpost, kernels.flash_butterfly._bwd(u, dy, k_f, N, L, pre, post, need=need)[3])  # recomputed
+    w_ref = torch_conv(u.double() * pre.double(), k.double(), N)
+    w_torch = torch_conv((u * pre).float(), k, N).to(dtype)  # PyTorch's conv in the dtype
+    assert_error_rule("w", w, w_ref, w_torch, dtype, 1e-2)
+    assert_error_rule("dpostgate", dpost, dy.double() * w_ref, dy * w_torch, dtype, 1e-2)
+
+
+SUBSETS = [("u",), ("k",), ("pregate",), ("postgate",), ("u", "postgate"), ("k", "pregate"), ("pregate", "postgate")]
+
+
+@needs_triton
+@pytest.mark.parametrize("wanted", SUBSETS, ids=["+".join(s) for s in SUBSETS])
+def test_gradients_of_some_inputs_only(wanted):
+    """Any subset of u, k, pregate, postgate requiring grad: those get the fp64 reference's gradients, the others
+    none (the kernels compute only what is needed: no w without postgate, no dk launch without k)."""
+    B, H, L, N = 2, 2, 100, 256
+    names = ("u", "k", "pregate", "postgate")
+    base = dict(zip(names, (torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L),
+                            torch.randn(B, H, L))))
+    dy = torch.randn(B, H, L) * 0.02
+    ref = gated_and_grads(lambda u, k, pre, post: torch_conv(u * pre, k, N) * post,
+                          *(base[n].double() for n in names), dy.double())
+    leaves = {n: t.clone().requires_grad_(n in wanted) for n, t in base.items()}
+    y = kernels.flash_butterfly_conv(leaves["u"], leaves["k"], N, leaves["pregate"], leaves["postgate"])
+    y.backward(dy)
+    for i, n in enumerate(names):
+        if n in wanted:
+            torch.testing.assert_close(leaves[n].grad.double(), ref[1 + i], atol=1e-5, rtol=1e-5)
+        else:
+            assert leaves[n].grad is None

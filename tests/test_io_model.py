@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from lconv.kernels.io_model import (HALF_POINTWISE_FLOPS, Transfer, conv_flops, flash_butterfly_io, io_ratio,
-                              monarch_fft_flops, on_chip_bytes, radix2_fft_flops, roofline_ms, three_pass_flops,
-                              three_pass_io, torch_fft_conv_io, total_bytes)
+from lconv.kernels.io_model import (HALF_POINTWISE_FLOPS, Transfer, conv_flops, flash_butterfly_bwd_io,
+                                    flash_butterfly_io, fwd_bwd_io, io_ratio, k_f_kernel_io, monarch_fft_flops,
+                                    on_chip_bytes, radix2_fft_flops, roofline_ms, three_pass_flops, three_pass_io,
+                                    torch_fft_conv_io, total_bytes)
 from lconv.butterfly import default_sizes, half_sizes
 
 
@@ -31,9 +32,9 @@ def test_unfused_hand_count_fp16():
 
 
 def test_fused_hand_count_fp16():
-    """Same sizes: k → k_f in PyTorch, then the kernel reads u, k_f and the half-length (2, 2) tables (F1, F2,
-    twiddles, ω_N^f) once and writes y."""
-    steps = by_step(flash_butterfly_io(8, 2, 1, torch.float16))
+    """Same sizes: k → k_f in PyTorch (k_f_planes today), then the kernel reads u, k_f and the half-length (2, 2)
+    tables (F1, F2, twiddles, ω_N^f) once and writes y."""
+    steps = by_step(flash_butterfly_io(8, 2, 1, torch.float16, k_f_prep="torch"))
     assert steps == {
         "pad k to N (fill zeros, copy)": (16, 48),
         "fft(k) (cuFFT r2c, one half)": (32, 40),
@@ -45,7 +46,68 @@ def test_fused_hand_count_fp16():
         "fused kernel: read DFT + twiddle tables": (8 * (2 * 2 + 2 * 2 + 2 * 2 * 2), 0),
         "fused kernel: write y": (0, 2 * 2 * 4),
     }
-    assert total_bytes(flash_butterfly_io(8, 2, 1, torch.float16)) == 568 + 256 - 96  # smaller tables
+    assert total_bytes(flash_butterfly_io(8, 2, 1, torch.float16, k_f_prep="torch")) == 568 + 256 - 96
+
+
+def test_k_f_by_one_triton_kernel_reads_k_once_and_writes_k_f_once():
+    """The fused path's k_f cost (the default): one kernel reads k (H, Lk) fp32 and writes k_f (H, 2, N) fp32."""
+    assert by_step(k_f_kernel_io(8, 1, 4)) == {"k → k_f (one Triton kernel)": (4 * 4, 8 * 8)}
+    fused = by_step(flash_butterfly_io(8, 2, 1, torch.float16))
+    assert fused["k → k_f (one Triton kernel)"] == (16, 64) and "fft(k) (cuFFT r2c, one half)" not in fused
+    assert total_bytes(flash_butterfly_io(8, 2, 1, torch.float16)) == 80 + 16 + 64 + 128 + 16
+    per_call = {p: total_bytes(flash_butterfly_io(4096, 64, 768, k_f_prep=p)) -
+                total_bytes(flash_butterfly_io(4096, 64, 768, include_k=False)) for p in ("kernel", "torch")}
+    assert per_call["torch"] > 5 * per_call["kernel"]  # pad, FFT, symmetric fill, gather, stack: ~5.6× the bytes
+
+
+def test_fwd_bwd_hand_count_gated_fp16():
+    """N=8, B=2, H=1, L=Lk=4, fp16, gated, every gradient, two chunks per channel: the forward adds w; the du kernel
+    reads dy, both gates, u (dpregate), w (dpostgate), k_f per program and writes three gradients; the dk kernel
+    reads dy, u and both gates and writes two fp32 partial sums of dk, which PyTorch sums."""
+    row = 2 * 2 * 4  # one (B, H, L) fp16 tensor
+    tables = 8 * (2 * 2 + 2 * 2 + 2 * 2 * 2)
+    steps = by_step(fwd_bwd_io(8, 2, 1, torch.float16, gated=True, n_chunks=2))
+    assert steps == {
+        "k → k_f (one Triton kernel)": (16, 64),
+        "fused kernel: read u": (row, 0),
+        "fused kernel: read pregate, postgate": (2 * row, 0),
+        "fused kernel: read k_f (once per program)": (2 * 64, 0),
+        "fused kernel: read DFT + twiddle tables": (tables, 0),
+        "fused kernel: write y": (0, row),
+        "fused kernel: write w = conv(pregate ⊙ u, k) (for dpostgate)": (0, row),
+        "du kernel: read dy": (row, 0),
+        "du kernel: read postgate": (row, 0),
+        "du kernel: read pregate": (row, 0),
+        "du kernel: read u (for dpregate)": (row, 0),
+        "du kernel: read w (for dpostgate)": (row, 0),
+        "du kernel: read k_f (once per program)": (2 * 64, 0),
+        "du kernel: read DFT + twiddle tables": (tables, 0),
+        "du kernel: write du": (0, row),
+        "du kernel: write dpregate": (0, row),
+        "du kernel: write dpostgate": (0, row),
+        "dk kernel: read dy, u": (2 * row, 0),
+        "dk kernel: read postgate, pregate": (2 * row, 0),
+        "dk kernel: read DFT + twiddle tables": (tables, 0),
+        "dk kernel: write dk partial sums (fp32)": (0, 2 * 4 * 4),
+        "sum dk over chunks (PyTorch)": (2 * 4 * 4, 4 * 4),
+    }
+
+
+def test_backward_bytes_follow_what_is_needed():
+    """Only what a gradient needs is moved: no w without dpostgate, no transform in the du kernel for dpostgate
+    alone, no dk kernel without dk, no PyTorch sum with one chunk; plain fwd+bwd at large B·H ≈ 3× the forward."""
+    plain = by_step(flash_butterfly_bwd_io(256, 4, 2))
+    assert set(plain) == {"du kernel: read dy", "du kernel: read k_f (once per program)",
+                          "du kernel: read DFT + twiddle tables", "du kernel: write du", "dk kernel: read dy, u",
+                          "dk kernel: read DFT + twiddle tables", "dk kernel: write dk partial sums (fp32)"}
+    dpost_only = by_step(flash_butterfly_bwd_io(256, 4, 2, gated=True, need=(False, False, False, True)))
+    assert set(dpost_only) == {"du kernel: read dy", "du kernel: read w (for dpostgate)",
+                               "du kernel: write dpostgate"}
+    no_w = by_step(fwd_bwd_io(256, 4, 2, gated=True, need=(True, True, True, False)))
+    assert not any("w " in name or name.endswith(" w") for name in no_w)
+    big = dict(N=4096, B=64, H=768, include_k=False)
+    ratio = total_bytes(fwd_bwd_io(**big)) / total_bytes(flash_butterfly_io(**big))
+    assert 2.9 < ratio < 3.1  # fwd: u, y; bwd: dy, du + dy, u; k_f and tables are small
 
 
 def test_fp32_circular_has_no_cast_or_pad():
@@ -62,7 +124,8 @@ def test_ratio_grows_to_the_per_row_limit():
     """Large B·H, k excluded: per row the unfused path moves ≈ 54·N bytes (fp16, L = N/2), the fused ≈ 2·N."""
     r = io_ratio(4096, 64, 768, torch.float16, include_k=False)
     assert 25 < r < 26
-    assert io_ratio(4096, 64, 768, torch.float16) < r - 5  # k → k_f per call (PyTorch, unfused) costs the kernel
+    assert io_ratio(4096, 64, 768, torch.float16, k_f_prep="torch") < r - 5  # k → k_f per call in PyTorch
+    assert r - 2 < io_ratio(4096, 64, 768, torch.float16) < r  # by one Triton kernel: a small cost
     assert io_ratio(4096, 64, 768, torch.float32) < r  # no casts, and u/y themselves are twice as big
     assert io_ratio(256, 1, 1, include_k=False) < r  # tiny problems: k's FFT and the tables weigh in
     unfused = total_bytes(torch_fft_conv_io(4096, 64, 768, include_k=False))

@@ -127,13 +127,15 @@ def test_kernel_is_exactly_the_reference_algorithm(dtype):
 
 @needs_triton
 def test_dk_reduction_over_many_chunks():
-    """One row per program: dk is summed over 5 chunks, du rows land in the right place."""
+    """One row per program: dk is summed over 5 chunks, du rows land in the right place; one chunk gives the same dk
+    (its only partial sum, returned as a view)."""
     B, H, L, N = 5, 2, 100, 256
     u = torch.randn(B, H, L) * 0.02
     k = torch.randn(H, L)
     dy = torch.randn(B, H, L) * 0.02
     k_f = kl.k_f_planes(k, N)
-    y = fb._fwd(u, k_f, N, rows_per_prog=1)
+    y, w = fb._fwd(u, k_f, N, rows_per_prog=1, save_w=True)
+    assert w is None  # w is saved for dpostgate only: no gates, no w
     du, dk = fb._bwd(u, dy, k_f, N, L, rows_per_prog=1)[:2]
     y_ref, du_ref, dk_ref = conv_and_grads(lambda u, k: torch_conv(u, k, N), u.double(), k.double(), dy.double())
     torch.testing.assert_close(y.double(), y_ref, atol=1e-5, rtol=1e-5)
@@ -142,6 +144,9 @@ def test_dk_reduction_over_many_chunks():
     du_only, dk_none = fb._bwd(u, dy, k_f, N, L, need=(True, False, False, False, False, False))[:2]
     assert dk_none is None
     torch.testing.assert_close(du_only, du)
+    du_none, dk_one = fb._bwd(u, dy, k_f, N, L, need=(False, True, False, False, False, False), rows_per_prog=B)[:2]
+    assert du_none is None and dk_one._base is not None  # one chunk: dk is its partial sum [0], a view, no kernel
+    torch.testing.assert_close(dk_one.double(), dk_ref, atol=1e-6, rtol=1e-5)
 
 
 @needs_triton
@@ -457,8 +462,11 @@ COMPILE_CHECK = textwrap.dedent(r"""
     fo = {"num_warps": fb_.pop("num_warps"), "num_stages": fb_.pop("num_stages")}
     g = dict(GATED=True, COMPUTE_DU=True, COMPUTE_DK=True, COMPUTE_DPRE=True, COMPUTE_DPOST=True)
     cases = {
-        "fused fwd": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, GATED=True, USE_DOT=True), {}),
-        "fused bwd": (fb.flash_butterfly_bwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True, **g), {}),
+        "fused fwd": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True,
+                                                          **fb.conv_flags(True, False, True, True, True)), {}),
+        "fused du": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True,
+                                                         **fb.conv_flags(True, True, True, True, True, True, True)), {}),
+        "fused dk": (fb.flash_butterfly_dk_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True, GATED=True), {}),
         "learned fwd": (fb.learned_fwd_kernel, dict(f16, N1=L1, N2=L2, GATED=True), {}),
         "learned bwd": (fb.learned_bwd_kernel, dict(f16, N1=L1, N2=L2, COMPUTE_DBLK=True, **g), {}),
         "pass 1": (tp.outer_fwd_kernel, dict(f16, N0=N0, M=M1 * M2, HAS_GATE=True, HAS_DGATE=True, **ob), oo),
@@ -554,31 +562,29 @@ def test_launch_checks_shared_memory_once_then_runs_on_the_tensors_device(monkey
 
 
 @needs_triton
-def test_backward_splits_into_two_launches_when_one_does_not_fit(monkeypatch):
-    """Where the fused backward (du and dk together) needs more shared memory than the GPU has but each half fits, it
-    runs as two launches with the same results; shared-memory sizes are mocked, the kernels run (interpreter)."""
+def test_backward_is_a_du_launch_and_a_dk_launch(monkeypatch):
+    """The backward runs the forward kernel on dy with conj(K) (du), then the dk kernel; each only when its gradient
+    is needed, and each with its own launch settings (TUNING's "du", "dk")."""
     launched = []
     real_launch = kl.launch
 
-    def fake_shared(kernel, grid, args, meta):
-        both = (meta.get("COMPUTE_DU") or meta.get("COMPUTE_DPRE")) and (meta.get("COMPUTE_DK")
-                                                                          or meta.get("COMPUTE_DPOST"))
-        return 90000 if both else 40000
-
     def recording_launch(kernel, grid, args, meta, N, what):
-        launched.append({key: meta[key] for key in ("COMPUTE_DU", "COMPUTE_DK")})
+        launched.append((kernel.fn.__name__ if hasattr(kernel, "fn") else kernel.__name__, meta.get("CONJ_K"),
+                         meta["num_warps"], what))
         real_launch(kernel, grid, args, meta, N, what)
 
     B, H, L, N = 3, 2, 100, 256
     u, k, dy = torch.randn(B, H, L) * 0.02, torch.randn(H, L), torch.randn(B, H, L) * 0.02
     k_f = kl.k_f_planes(k, N)
-    du, dk = fb._bwd(u, dy, k_f, N, L)[:2]
-    monkeypatch.setattr(kl, "shared_bytes", fake_shared)
-    monkeypatch.setattr(kl, "shared_memory_limit", lambda device: ("small GPU", 65536))
     monkeypatch.setattr(fb, "launch", recording_launch)
-    du2, dk2 = fb._bwd(u, dy, k_f, N, L)[:2]
-    assert launched == [{"COMPUTE_DU": True, "COMPUTE_DK": False}, {"COMPUTE_DU": False, "COMPUTE_DK": True}]
-    assert torch.equal(du, du2) and torch.equal(dk, dk2)
+    monkeypatch.setitem(kl.TUNING, N, {"fwd": {"num_warps": 2, "num_stages": 1}, "du": {"num_warps": 4,
+                                       "num_stages": 1}, "dk": {"num_warps": 8, "num_stages": 1}})
+    fb._bwd(u, dy, k_f, N, L)
+    assert launched == [("flash_butterfly_fwd_kernel", True, 4, "backward (du)"),
+                        ("flash_butterfly_dk_kernel", None, 8, "backward (dk)")]
+    launched.clear()
+    fb._bwd(u, dy, k_f, N, L, need=(False, True, False, False, False, False))
+    assert [name for name, *_ in launched] == ["flash_butterfly_dk_kernel"]
 
 
 def test_device_guard_makes_the_tensors_gpu_current(monkeypatch):

@@ -1,0 +1,38 @@
+"""kernels.probe: the fused kernels compiled for NVIDIA targets on this CPU (no GPU): the N = 4096 backward fits the
+99 KB of shared memory per block of sm_86/sm_89 GPUs (RTX 3090/4090, A10, L4) at its TUNING settings."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lconv import kernels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE_4096 = textwrap.dedent("""
+    import json
+    from lconv.kernels import probe
+    if probe.ptxas_path() is None:
+        print(json.dumps("no ptxas"))
+    else:
+        print(json.dumps([probe.probe(kind, 4096, arch=89) for kind in ("du", "dk")]))
+""")
+
+
+@pytest.mark.slow  # two compiles at N = 4096 in a subprocess without the interpreter: ~20 s on 2 CPU cores
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="needs Triton")
+def test_n4096_backward_kernels_fit_99_kb_on_sm_89():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the compiler, not the interpreter
+    run = subprocess.run([sys.executable, "-c", PROBE_4096], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(run.stdout.strip().splitlines()[-1])
+    if rows == "no ptxas":
+        pytest.skip("Triton's ptxas (triton/backends/nvidia/bin/ptxas) is not installed: nothing to compile with")
+    assert [r["kind"] for r in rows] == ["du", "dk"]
+    for r in rows:
+        assert r["target"] == "sm_89" and r["regs"] > 0, r
+        assert r["shared"] <= 99 * 1024, f"{r['kind']} at N=4096 needs {r['shared']} B of shared memory on sm_89"
