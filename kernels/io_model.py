@@ -33,8 +33,10 @@ kernel run on dy with conj(K) (reads dy, the gates, u for dpregate, w for dpostg
 du, dpregate, dpostgate), and the dk kernel (reads dy and u, and the gates; writes n_chunks fp32 partial sums of
 dk, which PyTorch sums when n_chunks > 1). k_f is the forward's (saved, not remade).
 
-The three-pass kernel (kernels/three_pass.py, N > 4096) moves an fp32 intermediate between its passes
-(`three_pass_io`): each batch row's outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of N0), 8·R·M bytes per row of N points.
+The three-pass kernel (kernels/three_pass.py, N > 4096) moves an intermediate between its passes (`three_pass_io`):
+each batch row's outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of N0), 2·R·M values per row of N points, in u's dtype for
+fp16/bf16 (4·R·M bytes: 12 bytes per element over the three passes instead of 20 with fp32 buffers) with fp32
+factors per block and row; its k_f is rfft(k) plus one gather kernel over the stored rows only.
 
 What issue 14's per-row design costs against the packed-pair design it replaced (two batch rows as one complex
 sequence; `packed=True` / method="monarch_pairs" keep its numbers):
@@ -59,6 +61,8 @@ import math
 import torch
 
 from lconv.butterfly import default_sizes, half_sizes, three_pass_sizes
+
+from .launch import outer_blocks
 
 # Bytes per element of u / y.
 DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
@@ -271,23 +275,41 @@ def three_pass_io(N: int, B: int, H: int, dtype=torch.float16, L: int | None = N
                   include_k: bool = True, packed: bool = False) -> list[Transfer]:
     """HBM transfers of the three-pass forward (kernels.three_pass: N = 8192 … 2^20), step by step.
 
-    Per batch row (packed=False, the kernel) or per pair of rows (packed=True, the design it replaced) the fp32
-    intermediate holds the outer rows it keeps: R = N0/2 + 1 rows of M points per row, or all N0 per pair.
+    Per batch row (packed=False, the kernel) the intermediate holds the outer rows it keeps, R = N0/2 + 1 rows of M
+    points, in u's dtype for fp16/bf16 (fp32 for fp32) with fp32 factors per pass-1 column block and per pass-2 row;
+    k_f is rfft(k) plus one gather kernel, the stored rows' segments only (R·M points). packed=True: the design it
+    replaced (two rows per complex sequence, all N0 rows per pair, fp32 buffers, k_f by the PyTorch pipeline).
     """
     L, Lk = _check_sizes(N, B, H, L, Lk)
     s = _dtype_bytes(dtype)
     N0, M1, M2 = three_pass_sizes(N)
-    M = M1 * M2
-    buf = 8 * H * (-(-B // 2) * N0 * M if packed else B * (N0 // 2 + 1) * M)  # bytes of one complex fp32 buffer
-    steps = _k_spectrum_io(N, H, Lk) if include_k else []
-    steps += [Transfer("pass 1: read u", s * B * H * L, 0),
-              Transfer("pass 1: write the outer spectrum (fp32)", 0, buf),
-              Transfer("pass 2: read and rewrite it in place", buf, buf),
-              Transfer("pass 2: read k_f", 8 * H * N, 0),
-              Transfer("pass 3: read it", buf, 0),
-              Transfer("pass 3: write y", 0, s * B * H * L),
-              Transfer("passes 1, 3: read the outer twiddles (L2 in practice)", 2 * 8 * N0 * M, 0)]
-    return steps
+    M, R = M1 * M2, N0 // 2 + 1
+    if packed:
+        buf = 8 * H * -(-B // 2) * N0 * M  # bytes of one complex fp32 buffer
+        steps = _k_spectrum_io(N, H, Lk) if include_k else []
+        return steps + [Transfer("pass 1: read u", s * B * H * L, 0),
+                        Transfer("pass 1: write the outer spectrum", 0, buf),
+                        Transfer("pass 2: read and rewrite it in place", buf, buf),
+                        Transfer("pass 2: read k_f", 8 * H * N, 0),
+                        Transfer("pass 3: read it", buf, 0),
+                        Transfer("pass 3: write y", 0, s * B * H * L),
+                        Transfer("passes 1, 3: read the outer twiddles (L2 in practice)", 2 * 8 * N0 * M, 0)]
+    buf = 2 * s * B * H * R * M  # complex planes in the buffer's dtype (u's; fp32 for fp32)
+    blocks, rows = (4 * B * H * (M // outer_blocks(N0)["BM"]), 4 * B * H * R) if s < 4 else (0, 0)  # fp32 factors
+    steps = []
+    if include_k:
+        if Lk < N:
+            steps.append(Transfer("pad k to N (fill zeros, copy)", 4 * H * Lk, 4 * H * (N + Lk)))
+        steps += [Transfer("rfft(k) (cuFFT r2c)", 4 * H * N, 8 * H * (N // 2 + 1)),
+                  Transfer("k_f: one gather kernel (Hermitian fill, permutation, re/im split)",
+                           8 * H * R * M + 4 * R * M, 8 * H * R * M)]
+    return steps + [Transfer("pass 1: read u", s * B * H * L, 0),
+                    Transfer("pass 1: write the outer spectrum", 0, buf + blocks),
+                    Transfer("pass 2: read and rewrite it in place", buf + blocks, buf + rows),
+                    Transfer("pass 2: read k_f", 8 * H * R * M, 0),
+                    Transfer("pass 3: read it", buf + rows, 0),
+                    Transfer("pass 3: write y", 0, s * B * H * L),
+                    Transfer("passes 1, 2: read the outer twiddles (L2 in practice)", 8 * N0 * M + 8 * H * R * M, 0)]
 
 
 def total_bytes(steps: list[Transfer]) -> int:
@@ -366,18 +388,30 @@ def conv_flops(N: int, B: int, H: int, method: str = "monarch", sizes=None) -> f
     raise ValueError(f"method={method!r}: use 'radix2', 'monarch', 'monarch_pairs' or 'learned'")
 
 
+def outer_dft_flops(N0: int, packed: bool = False) -> int:
+    """Real FLOPs per point of the two outer passes (pass 1 with a real operand, pass 3 with a real result): dense,
+    4·N0 each (8·N0 per complex point when packed); factored N0 = A·Bf (N0 ≥ 64): pass 1 2·2A + 6 + 2·4Bf, pass 3
+    2·4A + 6 + 2·2Bf (the twiddle between the two factors, complex). The outer twiddle is counted separately."""
+    if packed:
+        return 2 * 8 * N0
+    A = outer_blocks(N0)["A"]
+    if not A:
+        return 2 * 4 * N0
+    Bf = N0 // A
+    return (4 * A + 6 + 8 * Bf) + (8 * A + 6 + 4 * Bf)
+
+
 def three_pass_flops(N: int, B: int, H: int, packed: bool = False) -> float:
     """Real FLOPs of the three-pass forward: the outer N0-point DFT down the M-strided rows in pass 1 and back in
-    pass 3 (dense dots, a real operand in pass 1 and a real result in pass 3: 4·N0 FLOPs per point each, 8·N0 per
-    complex point of a pair when packed), twiddles, and one inner M-point convolution (two Monarch FFTs and ⊙ k_f)
-    per stored outer row: R = N0/2 + 1 per row (N0 per pair when packed)."""
+    pass 3 (`outer_dft_flops`), twiddles, and one inner M-point convolution (two Monarch FFTs and ⊙ k_f) per stored
+    outer row: R = N0/2 + 1 per row (N0 per pair when packed)."""
     N0, M1, M2 = three_pass_sizes(N)
     M = M1 * M2
     inner = 2 * monarch_fft_flops(M, (M1, M2)) + 6 * M
     if packed:
-        return -(-B // 2) * H * (2 * 8 * N0 * N + 2 * 6 * N + N0 * inner)
+        return -(-B // 2) * H * (outer_dft_flops(N0, packed=True) * N + 2 * 6 * N + N0 * inner)
     R = N0 // 2 + 1
-    return B * H * (2 * 4 * N0 * N + 2 * 6 * R * M + R * inner)  # pass 1 computes all N0 rows, stores R
+    return B * H * (outer_dft_flops(N0) * N + 2 * 6 * R * M + R * inner)  # pass 1 computes all N0 rows, stores R
 
 
 def roofline_ms(nbytes: float, flops: float, bytes_per_s: float, flops_per_s: float) -> float:

@@ -4,8 +4,8 @@ import torch
 
 from lconv.kernels.io_model import (HALF_POINTWISE_FLOPS, Transfer, conv_flops, flash_butterfly_bwd_io,
                                     flash_butterfly_io, fwd_bwd_io, io_ratio, k_f_kernel_io, monarch_fft_flops,
-                                    on_chip_bytes, radix2_fft_flops, roofline_ms, three_pass_flops, three_pass_io,
-                                    torch_fft_conv_io, total_bytes)
+                                    on_chip_bytes, outer_dft_flops, radix2_fft_flops, roofline_ms, three_pass_flops,
+                                    three_pass_io, torch_fft_conv_io, total_bytes)
 from lconv.butterfly import default_sizes, half_sizes
 
 
@@ -166,20 +166,41 @@ def test_per_row_design_costs_against_the_packed_pairs_it_replaced():
         assert new < old
     assert HALF_POINTWISE_FLOPS * (4096 // 2) / 4096 == 23
     for N, N0 in ((8192, 16), (65536, 16), (1 << 20, 256)):
-        per_row = {t.step: t.total for t in three_pass_io(N, 64, 4, include_k=False)}
-        packed = {t.step: t.total for t in three_pass_io(N, 64, 4, include_k=False, packed=True)}
+        per_row = {t.step: t.total for t in three_pass_io(N, 64, 4, torch.float32, include_k=False)}
+        packed = {t.step: t.total for t in three_pass_io(N, 64, 4, torch.float32, include_k=False, packed=True)}
         grow = per_row["pass 2: read and rewrite it in place"] / packed["pass 2: read and rewrite it in place"]
-        assert grow == pytest.approx(1 + 2 / N0)
-        assert per_row["pass 1: read u"] == packed["pass 1: read u"] == 2 * 64 * 4 * (N // 2)
+        assert grow == pytest.approx(1 + 2 / N0)  # fp32 buffers: R rows per row against N0 per pair
+        assert per_row["pass 1: read u"] == packed["pass 1: read u"] == 4 * 64 * 4 * (N // 2)
+    for N in (8192, 65536):  # the dense outer DFT (N0 = 16)
         assert 1.0 < three_pass_flops(N, 64, 4) / three_pass_flops(N, 64, 4, packed=True) < 1.12
+
+
+def test_three_pass_16_bit_buffers_and_factored_outer_dft():
+    """Issue 20: fp16/bf16 buffers halve the bytes between the passes (plus fp32 factors, < 1 %), 20 → about 12 bytes
+    per element over the three passes; the outer DFT factored 16 × N0/16 for N0 ≥ 64 (396 instead of 2048 FLOPs
+    per point at N0 = 256); k_f only for the stored rows."""
+    B, H, N = 64, 4, 1 << 16
+    half = {t.step: t.total for t in three_pass_io(N, B, H, torch.float16, L=N, include_k=False)}
+    full = {t.step: t.total for t in three_pass_io(N, B, H, torch.float32, L=N, include_k=False)}
+    between = ("pass 1: write the outer spectrum", "pass 2: read and rewrite it in place", "pass 3: read it")
+    assert 0.5 < sum(half[s] for s in between) / sum(full[s] for s in between) < 0.51
+    per_element = sum(half[s] for s in ("pass 1: read u", *between, "pass 3: write y")) / (B * H * N)
+    assert 12 < per_element < 12 * 1.1  # 2 + 2·(1 + 2/N0)·3 + 2, and the factors
+    assert outer_dft_flops(16) == 8 * 16 and outer_dft_flops(32) == 8 * 32  # dense below 64
+    assert outer_dft_flops(256) == (4 * 16 + 6 + 8 * 16) + (8 * 16 + 6 + 4 * 16) == 396
+    assert outer_dft_flops(64) == (4 * 16 + 6 + 8 * 4) + (8 * 16 + 6 + 4 * 4) < 8 * 64
+    k = {t.step: t for t in three_pass_io(1 << 20, 1, 1, torch.float16)}
+    R_M = (256 // 2 + 1) * 4096
+    assert k["k_f: one gather kernel (Hermitian fill, permutation, re/im split)"].write == 8 * R_M
 
 
 def test_three_pass_hand_count():
     """N = 8192 = 16·(16·32), B = 2 rows, H = 1, fp16, L = 4096: R = 9 of 16 outer rows of M = 512 per row."""
     steps = by_step(three_pass_io(8192, 2, 1, torch.float16, include_k=False))
-    buf = 8 * 2 * 9 * 512
-    assert steps["pass 1: write the outer spectrum (fp32)"] == (0, buf)
-    assert steps["pass 2: read and rewrite it in place"] == (buf, buf)
+    buf = 2 * 2 * 2 * 9 * 512  # re, im in fp16
+    blocks, rows = 4 * 2 * (512 // 64), 4 * 2 * 9  # fp32 factors: pass 1's column blocks (BM = 64), pass 2's rows
+    assert steps["pass 1: write the outer spectrum"] == (0, buf + blocks)
+    assert steps["pass 2: read and rewrite it in place"] == (buf + blocks, buf + rows)
     assert steps["pass 3: write y"] == (0, 2 * 2 * 4096)
 
 
