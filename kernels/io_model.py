@@ -35,8 +35,9 @@ dk, which PyTorch sums when n_chunks > 1). k_f is the forward's (saved, not rema
 
 The three-pass kernel (kernels/three_pass.py, N > 4096) moves an intermediate between its passes (`three_pass_io`):
 each batch row's outer rows f0 = 0 … N0/2 (R = N0/2 + 1 of N0), 2·R·M values per row of N points, in u's dtype for
-fp16/bf16 (4·R·M bytes: 12 bytes per element over the three passes instead of 20 with fp32 buffers) with fp32
-factors per block and row; its k_f is rfft(k) plus one gather kernel over the stored rows only.
+fp16/bf16 (4·R·M bytes) with fp32 factors per block and row: with fp16 u and y, u + y + four buffer transfers
+make 2 + 4·2·(1 + 2/N0) + 2 = 13 bytes per element at N0 = 16 (→ 12 as N0 grows) where fp32 buffers made 22 (→ 20);
+its k_f is rfft(k) plus one gather kernel over the stored rows only.
 
 What issue 14's per-row design costs against the packed-pair design it replaced (two batch rows as one complex
 sequence; `packed=True` / method="monarch_pairs" keep its numbers):
