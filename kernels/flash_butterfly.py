@@ -735,6 +735,11 @@ def k_f_gather_kernel(x_ptr, k_f_ptr, src_ptr, S, N, BLOCK: tl.constexpr):
     tl.store(k_f_ptr + h * 2 * S + S + j, tl.where(mirror, -im, im), mask=mask)
 
 
+def k_f_launch_opts(N: int) -> dict:
+    """Launch settings of k_f_half_kernel (one program per channel, fp32 tiles): 4 warps to N = 1024, 8 above."""
+    return {"num_warps": 4 if N <= 1024 else 8, "num_stages": 1}
+
+
 def k_f_fused(k: torch.Tensor, N: int) -> torch.Tensor:
     """k (H, Lk) fp32 → k_f (H, 2, N) fp32 for the fixed fused kernel by one Triton launch (no PyTorch op but the
     output's allocation); equals kernels.launch.k_f_planes (the PyTorch reference) to fp32 rounding."""
@@ -744,8 +749,7 @@ def k_f_fused(k: torch.Tensor, N: int) -> torch.Tensor:
     k_f = torch.empty(H, 2, N, device=k.device, dtype=torch.float32)  # (H, 2, N)
     launch(k_f_half_kernel, (H,), (k, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], Lk,
                                    math.sqrt(N1 * N2)),
-           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, num_warps=4 if N <= 1024 else 8, num_stages=1),
-           N, "k_f")
+           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **k_f_launch_opts(N)), N, "k_f")
     return k_f
 
 

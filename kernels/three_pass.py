@@ -81,10 +81,13 @@ Caveats (honest)
   slower from 256K (0.4× at 1M), where the two outer passes over the fp32 intermediate dominated (results/ holds
   those timings); the 16-bit intermediates (20 → 12 bytes per element between the passes, est.) are untimed. Pass 2 uses the fused kernel's
   launch settings for M (kernels.launch.TUNING): going from 8 to 4 warps at M = 4096 took 16K from 5.2 to 2.8 ms. The
-  outer passes have not been tuned. Shared memory per block of this version (fp16, compiled for sm_86 and sm_90
-  without a GPU): passes 1 and 3 ≤ 32 KB, pass 2 and its backward ≤ 48 KB (M = 4096): every N fits the ~99 KB
-  of consumer and inference GPUs. Registers of the packed-pair version (not re-measured), compiled for sm_90a
-  without a GPU (triton 3.8 triton.compile + ptxas -v, pointers 16-byte aligned):
+  outer passes have not been tuned. This version (16-bit buffers, factored outer DFT), compiled for sm_90a without
+  a GPU (`python -m lconv.kernels.probe --N 8192 262144 1048576 --kinds pass1 pass2 pass3`, fp16, gated; regs /
+  spill stores per thread / shared): 8K: pass 1 54 / 0 / 2 KB, pass 2 144 / 0 / 7 KB, pass 3 45 / 0 / 2 KB;
+  256K: 61 / 0 / 8 KB, 255 / 492 B / 48 KB, 48 / 0 / 8 KB; 1M: 94 / 0 / 16 KB, 255 / 492 B / 48 KB, 88 / 0 /
+  16 KB — every N fits the ~99 KB of consumer and inference GPUs; pass 2 at M = 4096 spills at the fused
+  forward's 4 warps, as the fused forward does. Registers of the packed-pair version before it (for comparison),
+  compiled the same way:
     fp16/bf16  pass 1: 50 regs (N0 = 16), 92 (N0 = 32), 86 (N0 = 64), 189 (N0 = 256), no spills, ≤ 32 KB shared;
                pass 3 (gate + second output): 122–210 regs, no spills;
                pass 2 (inner conv): M = 512: 80 regs, 1K: 211, 2K: 162, no spills; M = 4096: 255 regs and
