@@ -116,7 +116,8 @@ import triton
 import triton.language as tl
 
 from .flash_butterfly import (_absmax, _cdot, _cdot_conj_lhs, _load_block, _load_plan, _mm, _monarch_adj, _monarch_fwd,
-                              _pow2_scale, _row_start, _scale_pair, _to_out, k_f_gathered)
+                              _pow2_scale, _row_start, _scale_pair, _scale_row, _to_out,
+                              k_f_gathered)
 from lconv.butterfly import three_pass_sizes
 
 from .launch import chunks, dot_args, get_plan, launch, launch_opts, outer_blocks
@@ -139,16 +140,6 @@ def _load_outer_input(x_ptr, gate_ptr, w_ptr, dgate_ptr, row, n, mask, HAS_GATE:
     if HAS_GATE:
         x *= tl.load(gate_ptr + row + n, mask=mask, other=0.0).to(tl.float32)
     return x
-
-
-@triton.jit
-def _scale_tile(x, SCALE: tl.constexpr):
-    """(x·s, 1/s) with s a power of two making max|x·s| ∈ [1/2, 1) when SCALE, else (x, 1)."""
-    inv = 1.0
-    if SCALE:
-        s, inv = _pow2_scale(tl.max(tl.abs(x)))
-        x = x * s
-    return x, inv
 
 
 @triton.jit
@@ -224,7 +215,7 @@ def outer_fwd_kernel(
         Bf: tl.constexpr = N0 // A
         n = (tl.arange(0, A)[:, None, None] * Bf + tl.arange(0, Bf)[None, :, None]) * M + m[None, None, :]
         x = _load_outer_input(x_ptr, gate_ptr, w_ptr, dgate_ptr, row, n, (n < L) & (b < B), HAS_GATE, HAS_DGATE)
-        x, inv = _scale_tile(x, HAS_GATE and NORM)  # gate ⊙ x may leave the dtype's range
+        x, inv = _scale_row(x, HAS_GATE and NORM)  # gate ⊙ x may leave the dtype's range
         accr, acci = _outer_fwd_factored(x, dftA_ptr, dftB_ptr, twAB_ptr, A, Bf, BM, DOT, PREC)
         accr, acci = accr * inv, acci * inv
         f0 = tl.arange(0, A)[None, :, None] + A * tl.arange(0, Bf)[:, None, None]  # (Bf, A, 1)
@@ -238,7 +229,7 @@ def outer_fwd_kernel(
             n = n0[:, None] * M + m[None, :]  # (KB, BM) time index n0·M + m
             x = _load_outer_input(x_ptr, gate_ptr, w_ptr, dgate_ptr, row, n, (n < L) & (b < B), HAS_GATE,
                                   HAS_DGATE)
-            x, inv = _scale_tile(x, HAS_GATE and NORM)  # gate ⊙ x may leave the dtype's range: per chunk
+            x, inv = _scale_row(x, HAS_GATE and NORM)  # gate ⊙ x may leave the dtype's range: per chunk
             fidx = f0[:, None] * N0 + n0[None, :]  # (N0, KB)
             fr = tl.load(dft_ptr + fidx).to(DOT)
             fi = tl.load(dft_ptr + N0 * N0 + fidx).to(DOT)
