@@ -132,7 +132,7 @@ import triton.language as tl
 
 from lconv.butterfly import default_sizes, half_sizes
 
-from .launch import block_planes, chunks, dot_args, get_plan, launch, launch_opts
+from .launch import block_planes, chunks, dot_args, get_plan, launch, launch_opts, loop_opts
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.
@@ -379,12 +379,14 @@ def flash_butterfly_fwd_kernel(
     N1: tl.constexpr, N2: tl.constexpr, DOT_FP32: tl.constexpr, PREC: tl.constexpr, NORM: tl.constexpr,
     USE_DOT: tl.constexpr, GATE_IN: tl.constexpr, CONJ_K: tl.constexpr, HAS_Y: tl.constexpr,
     GATE_OUT: tl.constexpr, HAS_OUT2: tl.constexpr, GATE2: tl.constexpr, HAS_DGATE: tl.constexpr,
+    ROWS: tl.constexpr = 1, EARLY_LOADS: tl.constexpr = False,
 ):
     """c = first L of circular_N(pad([gate_in ⊙] x), k) row by row (the correlation with k when CONJ_K), then
     y = [gate_out ⊙] c (HAS_Y) and out2 = [gate2 ⊙] c (HAS_OUT2); dgate = x ⊙ w (HAS_DGATE: w read, no transform).
     All (B, H, L) contiguous in x's dtype. Forward: x = u, gate_in = pre, y, gate_out = post, out2 = w (saved when
     postgate needs a gradient). Backward of u: x = dy, gate_in = post, CONJ_K, y = du, gate_out = pre, out2 = dpre,
-    gate2 = u, dgate = dpost = dy ⊙ w."""
+    gate2 = u, dgate = dpost = dy ⊙ w. Row loop (kernels.launch.loop_opts): ROWS rows unrolled per iteration;
+    EARLY_LOADS: the output gates loaded with the input at the top of the row, not before the store."""
     M: tl.constexpr = N1 * N2
     CONV: tl.constexpr = HAS_Y or HAS_OUT2  # the transform runs only for an output that needs it
     DOT = tl.float32 if DOT_FP32 else x_ptr.dtype.element_ty  # tl.dot operand dtype (constexpr)
@@ -399,28 +401,47 @@ def flash_butterfly_fwd_kernel(
     klr, kli, khr, khi, inv_k = _load_k_half(k_f_ptr, h, m, 2 * M, NORM)
     if CONJ_K:
         kli, khi = -kli, -khi  # conj(K): X ⊙ conj(K) is the spectrum of the correlation with k
-    for r in range(0, rows_per_prog):
-        b = chunk * rows_per_prog + r
-        valid = b < B
-        row = _row_start(b, h, H, L)
-        xe, xo = _load_half(x_ptr, row, m, L, valid)
-        if HAS_DGATE:  # dpost = dy ⊙ w, elementwise, from the dy just loaded
-            _store_gated_half(dgate_ptr, w_ptr, xe, xo, row, m, L, valid, True)
-        if CONV:
-            xe, xo, inv_x = _gate_and_scale(xe, xo, gate_in_ptr, row, m, L, valid, GATE_IN, NORM)
-            xlr, xli, xhr, xhi = _half_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC,
-                                           USE_DOT)
-            ylr = xlr * klr - xli * kli  # X ⊙ K, both halves
-            yli = xlr * kli + xli * klr
-            yhr = xhr * khr - xhi * khi
-            yhi = xhr * khi + xhi * khr
-            ye, yo = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
-            scale = inv_x * inv_k
-            ye, yo = ye * scale, yo * scale  # c, fp32
-            if HAS_Y:
-                _store_gated_half(y_ptr, gate_out_ptr, ye, yo, row, m, L, valid, GATE_OUT)  # y = post ⊙ c
-            if HAS_OUT2:
-                _store_gated_half(out2_ptr, gate2_ptr, ye, yo, row, m, L, valid, GATE2)  # w = c; dpre = u ⊙ c
+    for r0 in range(0, rows_per_prog, ROWS):
+        for j in tl.static_range(ROWS):  # ROWS independent rows per iteration
+            r = r0 + j
+            b = chunk * rows_per_prog + r
+            valid = (b < B) & (r < rows_per_prog)
+            row = _row_start(b, h, H, L)
+            xe, xo = _load_half(x_ptr, row, m, L, valid)
+            if HAS_DGATE:  # dpost = dy ⊙ w, elementwise, from the dy just loaded
+                _store_gated_half(dgate_ptr, w_ptr, xe, xo, row, m, L, valid, True)
+            if CONV:
+                if EARLY_LOADS:  # every load of the row issued here, before the transforms
+                    if GATE_OUT and HAS_Y:
+                        qe, qo = _load_half(gate_out_ptr, row, m, L, valid)
+                    if GATE2 and HAS_OUT2:
+                        se, so = _load_half(gate2_ptr, row, m, L, valid)
+                xe, xo, inv_x = _gate_and_scale(xe, xo, gate_in_ptr, row, m, L, valid, GATE_IN, NORM)
+                xlr, xli, xhr, xhi = _half_fwd(xe, xo, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, i0, i1, DOT, PREC,
+                                               USE_DOT)
+                ylr = xlr * klr - xli * kli  # X ⊙ K, both halves
+                yli = xlr * kli + xli * klr
+                yhr = xhr * khr - xhi * khi
+                yhi = xhr * khi + xhi * khr
+                ye, yo = _half_adj(ylr, yli, yhr, yhi, f1r, f1i, f2r, f2i, twr, twi, hwr, hwi, DOT, PREC, USE_DOT)
+                scale = inv_x * inv_k
+                ye, yo = ye * scale, yo * scale  # c, fp32
+                if EARLY_LOADS:
+                    if HAS_Y:
+                        oe, oo = ye, yo
+                        if GATE_OUT:
+                            oe, oo = ye * qe, yo * qo
+                        _store_half(y_ptr, oe, oo, row, m, L, valid)
+                    if HAS_OUT2:
+                        oe, oo = ye, yo
+                        if GATE2:
+                            oe, oo = ye * se, yo * so
+                        _store_half(out2_ptr, oe, oo, row, m, L, valid)
+                else:
+                    if HAS_Y:
+                        _store_gated_half(y_ptr, gate_out_ptr, ye, yo, row, m, L, valid, GATE_OUT)  # y = post ⊙ c
+                    if HAS_OUT2:
+                        _store_gated_half(out2_ptr, gate2_ptr, ye, yo, row, m, L, valid, GATE2)  # w; dpre = u ⊙ c
 
 
 @triton.jit
@@ -794,8 +815,8 @@ def _conv(x: torch.Tensor, k_f: torch.Tensor, N: int, y=None, gate_in=None, gate
                        gate2 is not None, dgate is not None)
     launch(flash_butterfly_fwd_kernel, (H * n_chunks,),
            (x, *ptrs, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, n_chunks, rpp),
-           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **flags, **dot_args(x.dtype), **launch_opts(N, pass_)),
-           N, what)
+           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **flags, **dot_args(x.dtype), **launch_opts(N, pass_),
+                **loop_opts(N, pass_)), N, what)
 
 
 def _sum_chunks(partial: torch.Tensor) -> torch.Tensor:

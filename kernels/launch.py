@@ -306,7 +306,21 @@ def launch_opts(N: int, pass_: str = "fwd", learned: bool = False) -> dict:
     to N = 512 and 8 above, so that fewer warps cannot push them into the heavy spills seen at 2 warps, N ≥ 2048."""
     if learned:
         return {"num_warps": 4 if N <= 512 else 8, "num_stages": 1}
-    return dict(TUNING[N][pass_])
+    return {key: TUNING[N][pass_][key] for key in ("num_warps", "num_stages")}
+
+
+# The row loop of the fused forward kernel (also the du launch), by FFT size and pass: rows handled per iteration
+# (ROWS > 1: that many independent rows unrolled in one iteration, work the scheduler can overlap) and whether the
+# output gates are loaded at the top of the iteration with the input (EARLY_LOADS) instead of right before the store.
+# Both trade registers for latency hiding; neither has been timed on a GPU (`python -m lconv.kernels.sweep
+# --rows-per-iter 1 2 4 --early-loads`), so the defaults are the kernel as it was: one row, loads where used.
+LOOP_DEFAULT = {"ROWS": 1, "EARLY_LOADS": False}
+LOOP_TUNING: dict = {}  # (N, pass) → overrides of LOOP_DEFAULT, once a GPU sweep says where they pay
+
+
+def loop_opts(N: int, pass_: str = "fwd") -> dict:
+    """ROWS and EARLY_LOADS of flash_butterfly_fwd_kernel's row loop at FFT size N for pass "fwd" or "du"."""
+    return {**LOOP_DEFAULT, **LOOP_TUNING.get((N, pass_), {})}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch
 from lconv.butterfly import half_sizes, three_pass_sizes
 
 from . import flash_butterfly as fb, three_pass as tp
-from .launch import FUSED_N, THREE_PASS_N, dot_args, launch_opts, outer_blocks
+from .launch import FUSED_N, THREE_PASS_N, dot_args, launch_opts, loop_opts, outer_blocks
 
 KINDS = ("fwd", "du", "dk", "k_f")  # the fused sizes (FUSED_N)
 THREE_PASS_KINDS = ("pass1", "pass2", "pass3")  # the three-pass sizes (THREE_PASS_N)
@@ -50,6 +50,8 @@ def kernel_case(kind: str, N: int, dtype=torch.float16, gated: bool = True):
     """(jit function, constexprs) of one kind of fused kernel at FFT size N for inputs of `dtype`."""
     N1, N2 = half_sizes(N)
     meta = dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **dot_args(dtype))
+    if kind in ("fwd", "du"):
+        meta.update(loop_opts(N, kind))  # the row loop's ROWS and EARLY_LOADS (kernels.launch.LOOP_TUNING)
     if kind == "fwd":
         return fb.flash_butterfly_fwd_kernel, dict(meta, **fb.conv_flags(gate_in=gated, y=True, gate_out=gated,
                                                                          out2=gated))

@@ -126,6 +126,26 @@ def test_kernel_is_exactly_the_reference_algorithm(dtype):
 
 
 @needs_triton
+@pytest.mark.parametrize("N", [256, 1024])
+def test_row_loop_knobs_change_no_bit(monkeypatch, N):
+    """kernels.launch.loop_opts: several rows per iteration (a partial last iteration included: 5 rows) and the output
+    gates loaded early give bitwise the same y and gradients, forward and du launches alike."""
+    def run():
+        torch.manual_seed(0)
+        u = torch.randn(5, 2, N // 2, dtype=torch.float16, requires_grad=True)
+        k = torch.randn(2, N // 2, requires_grad=True)
+        gates = [torch.rand(5, 2, N // 2, dtype=torch.float16, requires_grad=True) for _ in range(2)]
+        y = kernels.flash_butterfly_conv(u, k, N, *gates)
+        y.backward(torch.ones_like(y))
+        return [y.detach()] + [t.grad for t in (u, k, *gates)]
+
+    base = run()
+    for rows, early in ((2, False), (3, True)):
+        monkeypatch.setattr(kl, "LOOP_TUNING", {(N, p): {"ROWS": rows, "EARLY_LOADS": early} for p in ("fwd", "du")})
+        assert all(torch.equal(a, b) for a, b in zip(base, run())), (rows, early)
+
+
+@needs_triton
 def test_dk_reduction_over_many_chunks():
     """One row per program: dk is summed over 5 chunks, du rows land in the right place; one chunk gives the same dk
     (its only partial sum, returned as a view)."""
@@ -462,11 +482,15 @@ COMPILE_CHECK = textwrap.dedent(r"""
     fo = {"num_warps": fb_.pop("num_warps"), "num_stages": fb_.pop("num_stages")}
     g = dict(GATED=True, COMPUTE_DU=True, COMPUTE_DK=True, COMPUTE_DPRE=True, COMPUTE_DPOST=True)
     cases = {
-        "fused fwd": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True,
+        "fused fwd": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True, **kl.LOOP_DEFAULT,
                                                           **fb.conv_flags(True, False, True, True, True)), {}),
-        "fused du": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True,
+        "fused du": (fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True, **kl.LOOP_DEFAULT,
                                                          **fb.conv_flags(True, True, True, True, True, True, True)), {}),
+        "fused du, 2 rows per iteration, early loads": (
+            fb.flash_butterfly_fwd_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True, ROWS=2, EARLY_LOADS=True,
+                                                **fb.conv_flags(True, True, True, True, True, True, True)), {}),
         "fused dk": (fb.flash_butterfly_dk_kernel, dict(f16, N1=N1, N2=N2, USE_DOT=True, GATED=True), {}),
+        "k_f": (fb.k_f_half_kernel, dict(N1=N1, N2=N2, USE_DOT=True), {}),
         "learned fwd": (fb.learned_fwd_kernel, dict(f16, N1=L1, N2=L2, GATED=True), {}),
         "learned bwd": (fb.learned_bwd_kernel, dict(f16, N1=L1, N2=L2, COMPUTE_DBLK=True, **g), {}),
         "pass 1": (tp.outer_fwd_kernel, dict(f16, N0=N0, M=M1 * M2, HAS_GATE=True, HAS_DGATE=True, **ob), oo),
