@@ -8,8 +8,9 @@
 The floors, bottom to top (imports run one way, relative inside this package; from lconv only the reference maths,
 lconv.butterfly and lconv.conv): launch.py (sizes, checks, tables, the checked launch) → flash_butterfly.py (fused
 kernels, launchers, autograd) and three_pass.py (the same anatomy for N > 4096) → conv.py (the public face) →
-io_model.py (bytes and FLOPs), accuracy.py, and the scripts bench.py, sweep.py (GPU timings) and probe.py
-(compiled registers, spills and shared memory, no GPU).
+io_model.py (bytes and FLOPs), accuracy.py, and the scripts bench.py, sweep.py (GPU timings), device_check.py (the
+GPU session's one command: kernel tests, host µs, benchmark, targets) and probe.py (compiled registers, spills and
+shared memory, no GPU).
 """
 
 if __name__ != "lconv.kernels":  # the folder kernels/ is the package lconv.kernels (the symlink lconv/kernels)

@@ -703,18 +703,19 @@ def print_targets(targets: list[dict]) -> None:
     """Where we stand against each target, honestly: MET, NOT MET, or NOT MEASURED (never MET unmeasured)."""
     print("\nTargets:")
     for t in targets:
-        print(f"  [{target_status(t):<12}] {t['target']}: ours {t['ours']} ({t['where']})")
+        ours = "–" if t["ours"] is None else t["ours"]
+        print(f"  [{target_status(t):<12}] {t['target']}: ours {ours} ({t['where']})")
 
 
 def main(argv=None) -> int:
     """Run the benchmark grid; 0 on success or when there is no GPU."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lconv.kernels.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"short grid: N in {QUICK_N}, fp16 only")
     parser.add_argument("--out", default=str(RESULTS_DIR), help="results directory (default: results/)")
     parser.add_argument("--N", type=int, nargs="+", default=None, help="FFT sizes (default: 256 … 1M)")
     parser.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"], choices=sorted(DTYPES))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=ALL_MODES,
-                        help="plain, gated, causal (default: all three); learned: learned Butterfly blocks, N ≤ 4096")
+                        help="plain, gated, causal (default: these three); learned: learned Butterfly blocks, N ≤ 4096")
     parser.add_argument("--max-elems", type=int, default=1 << 28, help="cap on B·H·L (H, then B ≥ 8, scaled down)")
     parser.add_argument("--no-s4d", action="store_true", help="skip the 128K S4D comparison")
     parser.add_argument("--no-host", action="store_true", help="skip the host µs per call (GPU blocked)")

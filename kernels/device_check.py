@@ -314,7 +314,7 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lconv.kernels.device_check", description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=540.0, help="total seconds for every stage (default 540)")
     parser.add_argument("--out", default=None,
                         help="results directory (default: results/; with --smoke a folder under the system temp dir)")

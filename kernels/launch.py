@@ -104,9 +104,11 @@ def check_inputs(u: torch.Tensor, k: torch.Tensor, N: int, pregate=None, postgat
         raise ValueError(f"k must be (H, L), got shape {tuple(k.shape)}")
     B, H, L = u.shape
     if k.shape[0] != H:
-        hint = ("; u looks transposed: it is channels-first (B, H, L), so pass u.transpose(1, 2) (models hold "
-                "(B, L, H))" if u.shape[2] == k.shape[0] else "")
-        raise ValueError(f"k has {k.shape[0]} channels but u has H={H}: pass k as (H, L) = ({H}, L){hint}")
+        if u.shape[2] == k.shape[0]:
+            raise ValueError(f"u {tuple(u.shape)} looks batch-first (B, L, H) while k {tuple(k.shape)} has "
+                             f"{k.shape[0]} channels: the kernels take channels-first u (B, H, L), so pass "
+                             f"u.transpose(1, 2).contiguous() (models hold (B, L, H))")
+        raise ValueError(f"k has {k.shape[0]} channels but u has H={H}: pass k as (H, L) = ({H}, L)")
     if L > N or k.shape[1] > N:
         raise ValueError(f"L={L} (u) and Lk={k.shape[1]} (k) must be ≤ the FFT size N={N}; pick N ≥ 2·L for a "
                          f"causal convolution (supported N: {list(SUPPORTED_N)})")

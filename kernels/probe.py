@@ -168,7 +168,7 @@ def format_row(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lconv.kernels.probe", description=__doc__.split("\n")[0])
     parser.add_argument("--N", type=int, nargs="+", default=list(FUSED_N))
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS + THREE_PASS_KINDS,
                         help=f"{KINDS} at fused N; {THREE_PASS_KINDS} at three-pass N (--N 8192 … 1048576)")
@@ -178,21 +178,26 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", type=int, nargs="+", default=None, help="default: TUNING's")
     parser.add_argument("--plain", action="store_true", help="ungated kernels (default: gated, the larger)")
     args = parser.parse_args(argv)
+    for N in args.N:
+        if N not in FUSED_N + THREE_PASS_N:
+            parser.error(f"--N {N}: use fused sizes {list(FUSED_N)} (kinds {', '.join(KINDS)}) or three-pass "
+                         f"sizes {list(THREE_PASS_N)} (kinds {', '.join(THREE_PASS_KINDS)})")
+    pairs = [(N, kind) for N in args.N for kind in args.kinds if (N in THREE_PASS_N) == (kind in THREE_PASS_KINDS)]
+    if not pairs:
+        parser.error(f"no kind fits these N: {', '.join(KINDS)} run at fused N {list(FUSED_N)}, "
+                     f"{', '.join(THREE_PASS_KINDS)} at three-pass N {list(THREE_PASS_N)}")
     if ptxas_path() is None:
         print("no ptxas in the Triton install: nothing to probe")
         return 1
     dtype = getattr(torch, args.dtype)
     bad = 0
     for arch in args.arch:
-        for N in args.N:
-            for kind in args.kinds:
-                if (N in THREE_PASS_N) != (kind in THREE_PASS_KINDS):
-                    continue  # fused kinds at fused N, three-pass kinds at three-pass N
-                for w in args.warps or [None]:
-                    for s in args.stages or [None]:
-                        row = probe(kind, N, dtype, arch, w, s, gated=not args.plain)
-                        bad += not row["fits"]
-                        print(format_row(row), flush=True)
+        for N, kind in pairs:  # fused kinds at fused N, three-pass kinds at three-pass N
+            for w in args.warps or [None]:
+                for s in args.stages or [None]:
+                    row = probe(kind, N, dtype, arch, w, s, gated=not args.plain)
+                    bad += not row["fits"]
+                    print(format_row(row), flush=True)
     return 1 if bad else 0
 
 

@@ -5,7 +5,7 @@ combination of num_warps, num_stages (`--stages 1 2 3`: software-pipelined prefe
 and du kernel (`--rows-per-iter 1 2 4`, `--early-loads`: kernels.launch.LOOP_TUNING) and PROGRAMS_PER_SM (how finely the batch is split into programs) is checked against
 torch's fp32 rfft convolution (max |error|, NaN fails) and timed (triton.testing.do_bench, median ms). Prints one
 table per N, best first, with the bandwidth of moving u, y (du: dy, du; dk: u, dy) once; `--out DIR` writes the
-rows as JSON with provenance. The chosen settings go into kernels.launch.TUNING by hand, with the sweep's numbers in
+rows as JSON with provenance. The chosen settings go into lconv.kernels.launch.TUNING by hand, with the sweep's numbers in
 the commit that changes them (`python -m lconv.kernels.probe` says, without a GPU, which settings spill).
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def sweep(N: int, B: int = 64, H: int = 768, warps=(2, 4, 8), per_sm=(4, 16),
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lconv.kernels.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--N", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--warps", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--per-sm", type=int, nargs="+", default=[4, 16])

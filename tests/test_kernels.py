@@ -622,8 +622,10 @@ def test_device_guard_makes_the_tensors_gpu_current(monkeypatch):
 def test_layout_and_dtype_messages_name_the_fix():
     """A batch-first u (B, L, H) and a dtype the kernels do not take get messages that say what to do."""
     fb = kernels.FlashButterflyConv(256, dtype=torch.float32, backend="torch")
-    with pytest.raises(ValueError, match=r"u looks transposed.*u\.transpose\(1, 2\)"):
+    with pytest.raises(ValueError, match=r"^u \(2, 128, 4\) looks batch-first.*u\.transpose\(1, 2\)\.contiguous\(\)"):
         fb(torch.randn(2, 128, 4), torch.randn(4, 128))
+    u = torch.randn(2, 128, 4).transpose(1, 2).contiguous()  # the message's fix works
+    assert fb(u, torch.randn(4, 128)).shape == (2, 4, 128)
     with pytest.raises(ValueError, match=r"the kernels take float16, bfloat16 or float32") as err:
         fb(torch.randn(2, 4, 128, dtype=torch.float64), torch.randn(4, 128))
     assert "dtype=torch.float64" not in str(err.value)  # no advice to build an unsupported module
