@@ -640,6 +640,45 @@ def host_case(case: dict, device, calls: int = 50, block_ms: float = 200.0, time
     return out
 
 
+def bench_three_pass_passes(device, N: int, B: int, H: int, dtype=torch.float16, warmup: int = 5, rep: int = 20,
+                            timed: bool = True) -> list[dict]:
+    """The three-pass forward split into its launches (k_f: rfft + gather; pass 1, 2, 3), each timed on its own
+    (triton.testing.do_bench, median ms; None when not timed) with the bytes kernels.io_model.three_pass_io counts for
+    it and the bandwidth they imply: where the time of N > 4096 goes. Gated, L = N, k scaled so |k_f| ≤ 1 (pass 2 runs
+    in place, repeatedly: the values stay bounded). Rows: N, B, H, dtype, pass, ms, bytes, GBps."""
+    from . import three_pass as tp
+    from .io_model import three_pass_io
+
+    torch.manual_seed(0)
+    u = torch.randn(B, H, N, device=device).to(dtype)
+    pre, post = torch.rand_like(u), torch.rand_like(u)
+    k = torch.randn(H, N, device=device)
+    k = k / torch.fft.rfft(k).abs().amax(dim=-1, keepdim=True)  # |k_f| ≤ 1
+    k_f = tp.k_f_three_pass(k, N)
+    z, zs1 = tp._pass1(u, pre, N, dtype)
+    zs2 = tp._pass2(z, zs1, k_f, N, u)
+    y = torch.empty_like(u)
+    steps = {t.step: t.total for t in three_pass_io(N, B, H, dtype, L=N)}
+    gate = u.numel() * u.element_size()  # pregate read by pass 1, postgate by pass 3 (three_pass_io counts no gates)
+    io = {"k_f": sum(v for s, v in steps.items() if s.startswith(("pad k", "rfft(k)", "k_f:"))),
+          "pass1": steps["pass 1: read u"] + steps["pass 1: write the outer spectrum"] + gate,
+          "pass2": steps["pass 2: read and rewrite it in place"] + steps["pass 2: read k_f"],
+          "pass3": steps["pass 3: read it"] + steps["pass 3: write y"] + gate}
+    fns = {"k_f": lambda: tp.k_f_three_pass(k, N), "pass1": lambda: tp._pass1(u, pre, N, dtype),
+           "pass2": lambda: tp._pass2(z, zs1, k_f, N, u), "pass3": lambda: tp._pass3(z, zs2, N, B, N, y, gate1=post)}
+    rows = []
+    for name, fn in fns.items():
+        fn()
+        ms = None
+        if timed:
+            from triton.testing import do_bench
+
+            ms = do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+        rows.append(dict(N=N, B=B, H=H, dtype=str(dtype).removeprefix("torch."), pass_=name, ms=ms, bytes=io[name],
+                         GBps=None if ms is None else io[name] / ms / 1e6))
+    return rows
+
+
 def bench_s4d_128k(device: torch.device, B: int = 4, H: int = 256, L: int = 1 << 17, dtype=torch.float16,
                    warmup: int = 10, rep: int = 50, timed: bool = True) -> dict:
     """Forward ms of S4D (kernel generation by lconv.layers.S4DKernel + lconv.conv.fft_conv) vs ours (k given);

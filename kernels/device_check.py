@@ -10,6 +10,8 @@ On one GPU, in at most --budget-s seconds (default 540, i.e. 9 minutes, Triton c
                finished and says how many did not run;
   host         host µs per forward call with the GPU blocked (`bench.host_us`), ours and torch's rfft conv;
   s4d_128k     the paper's 128K comparison: S4D kernel generation + FFT conv against a long conv with k given;
+  passes       the three-pass forward split into its launches (k_f, pass 1, 2, 3) at PASSES_N, each timed alone with
+               the bytes kernels.io_model counts for it: where the time of N > 4096 goes (no target; a diagnosis);
   bench        the benchmark grid (`bench.grid`, B ≥ 8 and even at every N): per call, CUDA graph and fwd+bwd rows side
                by side, fp16 and bf16, plain / gated / causal at N = 256 … 1M, learned blocks at N ≤ 4096, cuDNN's
                fft conv in the causal rows when available; smallest N first, so a box that runs out loses the
@@ -41,7 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]  # kernels/ → the repository root (also through the symlink lconv/kernels)
 TMP = Path(tempfile.gettempdir())
-STAGES = ("environment", "tests", "host", "s4d_128k", "bench")
+STAGES = ("environment", "tests", "host", "s4d_128k", "passes", "bench")
 # The kernel tests, most basic first (a box that runs out cuts the end of the list).
 TEST_FILES = ("tests/test_kernels.py", "tests/test_host_path.py", "tests/test_gates.py", "tests/test_learned_kernel.py",
               "tests/test_three_pass.py")
@@ -50,7 +52,8 @@ SMOKE_TESTS = ("tests/test_kernels.py::test_forward_backward_match_fp64[N256-L12
                "tests/test_learned_kernel.py::test_per_channel_blocks_with_gates",
                "tests/test_three_pass.py::test_issue14_raw_pixels_do_not_overflow[False-dtype0]")
 # Seconds per stage (GPU): the bench stage gets whatever the others leave of the budget.
-BOXES = {"tests": 170, "host": 45, "s4d_128k": 40}
+BOXES = {"tests": 170, "host": 45, "s4d_128k": 40, "passes": 30}
+PASSES_N = (16384, 1 << 18, 1 << 20)  # the three-pass forward split into its launches at these N (fp16, B = 8)
 RESERVE_S = 15  # kept back for writing results and the plot
 HOST_N = (256, 1024, 4096, 16384, 262144)  # host µs per call at these N (fp16, each mode; ours and rfft)
 SMOKE_CASES = dict(N=(256, 8192), B=2, H=2)
@@ -158,6 +161,20 @@ def run_child_stage(stage: str, part_path: str, smoke: bool, deadline_s: float) 
             _write_part(part_path, part)
         else:
             part["complete"] = True
+    elif stage == "passes":
+        for N in ((8192,) if smoke else PASSES_N):
+            if time.monotonic() > t_end:
+                part["notes"].append(f"stopped before its deadline at N={N}")
+                break
+            B, H = (2, 2) if smoke else bench.scale_batch(bench.TARGET_MIN_B, bench.FULL_H, N, 1 << 26)
+            rows = bench.bench_three_pass_passes(device, N, B, H, timed=timed)
+            part["passes"] = part.get("passes", []) + rows
+            for r in rows:
+                print(f"passes N={N:>7} B={B} H={H} {r['pass_']:>5}: {r['ms']} ms, {r['bytes'] / 1e6:.1f} MB, "
+                      f"{r['GBps']} GB/s", flush=True)
+            _write_part(part_path, part)
+        else:
+            part["complete"] = True
     elif stage == "s4d_128k":
         kw = dict(B=2, H=2, L=128, timed=False) if smoke else dict(warmup=5, rep=20)
         part["s4d_128k"] = bench.bench_s4d_128k(device, **kw)
@@ -235,7 +252,7 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
     results = {"benchmark": bench.DEVICE_CHECK, "smoke": smoke, "provenance": info["provenance"],
                "peak_bandwidth_Bps": info["peak_bandwidth_Bps"], "cudnn": info["cudnn"],
                "args": {"budget_s": budget_s, "smoke": smoke, "stages": list(stages)},
-               "rows": [], "host": [], "s4d_128k": None, "tests": None, "stages": [], "targets": []}
+               "rows": [], "host": [], "s4d_128k": None, "passes": [], "tests": None, "stages": [], "targets": []}
     print(f"device-check {'(smoke: CPU, interpreter, no timings) ' if smoke else ''}on {info['provenance']['device']}: "
           f"torch {info['provenance']['torch']}, triton {info['provenance']['triton']}, CUDA "
           f"{info['provenance']['cuda']}, cuDNN {info['provenance']['cudnn']}, commit {info['provenance']['commit']}; "
@@ -292,11 +309,13 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
             results["rows"] += part.get("rows", [])
             results["host"] += part.get("host", [])
             results["s4d_128k"] = part.get("s4d_128k") or results["s4d_128k"]
+            results["passes"] += part.get("passes", [])
             if part.get("cudnn"):
                 results["cudnn"] = part["cudnn"]
             if status == "ok" and not part.get("complete"):
                 status = "timed out"
-            n = len(part.get("rows", [])) or len(part.get("host", [])) or (1 if part.get("s4d_128k") else 0)
+            n = (len(part.get("rows", [])) or len(part.get("host", [])) or len(part.get("passes", []))
+                 or (1 if part.get("s4d_128k") else 0))
             record.update(status=status, detail="; ".join(part.get("notes", []) + [f"{n} results kept"]
                                                          + ([f"rc {rc}: {output[-600:]}"] if status == "failed" else [])))
         record["seconds"] = round(time.monotonic() - t_stage, 1)
@@ -305,6 +324,11 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
         paths = save()
     paths = save(plot=not smoke)
     print("\n" + bench.side_by_side(results))
+    if results["passes"]:
+        print("\nthree-pass forward by launch (ms, MB moved as kernels.io_model counts them, GB/s):")
+        for r in results["passes"]:
+            print(f"  N={r['N']:>7} B={r['B']} H={r['H']} {r['pass_']:>5}: {r['ms']} ms, {r['bytes'] / 1e6:.1f} MB, "
+                  f"{r['GBps']} GB/s")
     bench.print_targets(results["targets"])
     print("\nstages: " + ", ".join(f"{s['stage']} {s['status']} ({s['seconds']:.0f} s)" for s in results["stages"]))
     print(f"total {time.monotonic() - t0:.0f} s; wrote " + ", ".join(str(p) for p in paths.values())

@@ -170,6 +170,8 @@ def test_smoke_run_exercises_every_stage_and_writes_results_with_provenance(tmp_
     assert max(r["max_abs_diff"] for r in data["rows"]) < 1e-2  # every path computed the conv, learned included
     assert {r["mode"] for r in data["rows"]} == set(bench.ALL_MODES) and len(data["host"]) == 6
     assert data["s4d_128k"]["speedup"] is None and data["cudnn"].startswith("not available")
+    assert [r["pass_"] for r in data["passes"]] == ["k_f", "pass1", "pass2", "pass3"]  # the three-pass split, N = 8192
+    assert all(r["ms"] is None and r["bytes"] > 0 for r in data["passes"])
     assert data["targets"] and {t["status"] for t in data["targets"]} == {"NOT MEASURED"}
     assert "[NOT MEASURED]" in out and "[MET" not in out and "| N | mode |" in out
     assert bench.load_shown(tmp_path) is None  # a smoke run is never shown as a result
