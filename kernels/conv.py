@@ -8,8 +8,9 @@ forward(u, k, pregate, postgate) = postgate ⊙ conv(pregate ⊙ u, k) with the 
 Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py; N = 8192 … 2^20 the three-pass
 kernels of kernels/three_pass.py; SUPPORTED_N lists both. A call that records no gradient launches the kernels
 directly (`forward_only`: no autograd node); one that does goes through an autograd Function (FlashButterflyFn,
-ThreePassFn), and inside torch.compile the fixed fused path is the torch.library operator lconv::flash_butterfly_fwd
-(one opaque graph node with its registered backward; in eager mode its dispatch would cost ~30 µs more per call). This file is the public
+ThreePassFn), and inside torch.compile the fixed fused path and the three-pass path are the torch.library operators
+lconv::flash_butterfly_fwd and lconv::three_pass_fwd (one opaque graph node each with its registered backward; in
+eager mode their dispatch would cost ~30 µs more per call). This file is the public
 face only: checks, tables and launches live in kernels/launch.py, the kernels and their autograd in the two files.
 Each row of u is convolved on its own (no sample's values or size reach another's output), and fp16/bf16 rows are
 scaled so that no intermediate overflows (kernels/flash_butterfly.py says what range is safe). Before its first launch
@@ -104,6 +105,9 @@ def three_pass_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torch.Ten
         return three_pass_reference(u, k, N, pregate, postgate)
     if not _records_graph(u, k, pregate, postgate):
         return three_pass.forward_only(u, k, N, pregate, postgate)
+    if torch.compiler.is_compiling():  # the torch.library operator lconv::three_pass_fwd: one graph node
+        save_w = postgate is not None and postgate.requires_grad and torch.is_grad_enabled()  # w for dpostgate
+        return three_pass.three_pass_op(u, k, pregate, postgate, N, save_w)[0]
     return ThreePassFn.apply(u, k, pregate, postgate, N)
 
 

@@ -8,8 +8,9 @@ released. This is an independent Triton implementation of that description, writ
 in `lconv/butterfly.py`; `lconv.butterfly.three_pass_reference` is its PyTorch reference (same factors, same order, same
 scaling) and is checked against torch.fft in tests/test_three_pass.py. The fused inner convolution reuses the
 @triton.jit helpers of kernels/flash_butterfly.py (`_monarch_fwd`, `_monarch_adj`, `_load_plan`, `_cdot*`). The file
-reads like kernels/flash_butterfly.py: the @triton.jit kernels, then their launchers (`_pass1/2/3`, `_fwd`, `_bwd`)
-and the autograd Function (`ThreePassFn`); sizes, checks and tables come from kernels/launch.py, the public
+reads like kernels/flash_butterfly.py: the @triton.jit kernels, then their launchers (`_pass1/2/3`, `_fwd`, `_bwd`),
+the autograd Function (`ThreePassFn`, eager) and the torch.library operators (`lconv::three_pass_fwd`/`_bwd`, used
+inside torch.compile); sizes, checks and tables come from kernels/launch.py, the public
 `three_pass_conv` is in kernels/conv.py.
 
 Motivation
@@ -640,3 +641,66 @@ class ThreePassFn(torch.autograd.Function):
                                    need_dk=need_dk, need_dpre=need_dpre and pregate is not None,
                                    need_dpost=need_dpost and postgate is not None)
         return du, dk, dpre, dpost, None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The three passes as torch.library operators, used inside torch.compile (kernels.conv): one opaque graph node each,
+# as the fused path's lconv::flash_butterfly_fwd (dynamo cannot trace into ThreePassFn's launchers). Eager calls keep
+# ThreePassFn. Schemas are written out (this module postpones its annotations).
+# ---------------------------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("lconv::three_pass_fwd", mutates_args=(),
+                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N, bool save_w) -> "
+                                "(Tensor, Tensor, Tensor)")
+def three_pass_op(u, k, pregate, postgate, N, save_w):
+    """(y, k_f, w): y (B, H, L) in u's dtype by the three passes; k_f (H, 2, R·M) fp32, saved for the backward;
+    w = conv_N(pregate ⊙ u, k) (B, H, L) when save_w and gated (for dpostgate = dy ⊙ w), else an empty tensor."""
+    k_f = k_f_three_pass(k, N)
+    y, w = _fwd(u, k_f, N, pregate, postgate, save_w=save_w)
+    return y, k_f, (u.new_empty(0) if w is None else w)
+
+
+@three_pass_op.register_fake
+def _(u, k, pregate, postgate, N, save_w):
+    N0, M1, M2 = three_pass_sizes(N)
+    w = torch.empty_like(u) if (save_w and postgate is not None) else u.new_empty(0)
+    return torch.empty_like(u), k.new_empty((k.shape[0], 2, (N0 // 2 + 1) * M1 * M2), dtype=torch.float32), w
+
+
+@torch.library.custom_op("lconv::three_pass_bwd", mutates_args=(),
+                         schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, Tensor? w, "
+                                "SymInt N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
+def three_pass_bwd_op(u, dy, k_f, pregate, postgate, w, N, Lk, need):
+    """(du, dk, dpregate, dpostgate) by the three passes on dy; an empty tensor where `need` (4 flags) says no."""
+    need_du, need_dk, need_dpre, need_dpost = need
+    gated = pregate is not None
+    grads = _bwd(u, dy, k_f, N, Lk, pregate, postgate, w, need_du=need_du, need_dk=need_dk,
+                 need_dpre=need_dpre and gated, need_dpost=need_dpost and gated)
+    return tuple(u.new_empty(0) if g is None else g for g in grads)
+
+
+@three_pass_bwd_op.register_fake
+def _(u, dy, k_f, pregate, postgate, w, N, Lk, need):
+    gated = pregate is not None
+    shapes = (u.shape, (k_f.shape[0], Lk), u.shape if gated else (0,), u.shape if gated else (0,))
+    dtypes = (u.dtype, torch.float32, u.dtype, u.dtype)
+    return tuple(u.new_empty(s if flag else (0,), dtype=d) for s, d, flag in zip(shapes, dtypes, need))
+
+
+def _op_setup_context(ctx, inputs, output):
+    u, k, pregate, postgate, N, save_w = inputs
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)
+    ctx.has_w = bool(save_w) and postgate is not None
+    ctx.save_for_backward(u, output[1], pregate, postgate, output[2] if ctx.has_w else None)
+    ctx.N, ctx.Lk = N, k.shape[-1]
+
+
+def _op_backward(ctx, dy, _dk_f, _dw):
+    u, k_f, pregate, postgate, w = ctx.saved_tensors
+    need = [bool(f) for f in ctx.needs_input_grad[:4]]
+    grads = three_pass_bwd_op(u, dy.to(u.dtype).contiguous(), k_f, pregate, postgate, w, ctx.N, ctx.Lk, need)
+    return (*(g if flag else None for g, flag in zip(grads, need)), None, None)
+
+
+three_pass_op.register_autograd(_op_backward, setup_context=_op_setup_context)

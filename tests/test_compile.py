@@ -128,3 +128,41 @@ def test_flash_butterfly_operator_passes_opcheck(kernel_device):
     torch.library.opcheck(flash_butterfly_op, (u, k, None, None, 256, False))
     torch.library.opcheck(flash_butterfly_op, (u, k, pre, post, 256, True))
     torch.library.opcheck(flash_butterfly_op, (u, k, pre, post, 256, False))
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_three_pass_conv_fullgraph_compile(kernel_device, gated):
+    """N > 4096 compiled whole too: the three-pass path is the operator lconv::three_pass_fwd (dynamo cannot trace
+    into ThreePassFn's launchers); same output and gradients as eager."""
+    from lconv.kernels import FlashButterflyConv, HAS_TRITON, INTERPRET
+    if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton: a GPU, or TRITON_INTERPRET=1 before importing lconv.kernels")
+    g = torch.Generator().manual_seed(4)
+    inputs = [torch.randn(1, 2, 4096, generator=g).to(kernel_device).requires_grad_() for _ in range(3 if gated else 1)]
+    inputs.insert(1, torch.randn(2, 4096, generator=g).to(kernel_device).requires_grad_())  # k (H, L)
+    module = FlashButterflyConv(8192, dtype=torch.float32)
+    y_ref = module(*inputs)
+    y_ref.square().sum().backward()
+    g_ref = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    torch._dynamo.reset()
+    y = torch.compile(module, backend="aot_eager", fullgraph=True)(*inputs)
+    y.square().sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for t, gr in zip(inputs, g_ref):
+        torch.testing.assert_close(t.grad, gr, rtol=1e-5, atol=1e-5)
+
+
+def test_three_pass_operator_passes_opcheck(kernel_device):
+    """torch.library.opcheck of lconv::three_pass_fwd: schema, fake implementation and autograd agree with the
+    kernels, with and without w saved for dpostgate."""
+    from lconv.kernels import HAS_TRITON, INTERPRET
+    if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton")
+    from lconv.kernels.three_pass import three_pass_op
+    g = torch.Generator().manual_seed(5)
+    u, pre, post = (torch.randn(1, 2, 3000, generator=g).to(kernel_device).requires_grad_() for _ in range(3))
+    k = torch.randn(2, 3000, generator=g).to(kernel_device).requires_grad_()
+    torch.library.opcheck(three_pass_op, (u, k, None, None, 8192, False))
+    torch.library.opcheck(three_pass_op, (u, k, pre, post, 8192, True))
