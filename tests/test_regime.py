@@ -117,3 +117,37 @@ def test_rerun_statement_says_whether_the_recorded_run_was_repeated():
     assert "-2.0 points" in regime.rerun_statement(other, runs, name) and "not the same numbers" in \
         regime.rerun_statement(other, runs, name)
     assert "no recorded run" in regime.rerun_statement(same, runs.iloc[:0], name)
+
+
+def test_the_markdown_table_gives_each_cell_its_differences_and_says_what_is_missing():
+    runs = pd.concat([_runs([3.0, 4.0, 5.0], cell="b"), _runs([-9.0], cell="a")])
+    text = regime.differences_markdown(runs, indent="  ", others=("+ Squash", "+ Smooth"))
+    assert text.splitlines() == [
+        "  | cell | seeds | long conv % | Squash − plain (points) | Smooth − plain (points) |",
+        "  |---|---|---|---|---|",
+        "  | a | 1 | 70.0 | -9.0 ± 1.4 (opposite) | not recorded |",
+        "  | b | 3 | 70.0 | +4.0 ± 0.6 (paper) | not recorded |"]
+
+
+def test_update_readme_rewrites_only_the_marked_block(tmp_path):
+    import shutil
+
+    src = next(regime.REGIME_DIR.glob(f"{regime.STUDY}-*.json"))
+    shutil.copy(src, tmp_path / src.name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n- bullet:\n\n  {regime.TABLE_BEGIN}\n  stale\n  {regime.TABLE_END}\n\nend\n")
+    block = regime.update_readme(readme, tmp_path)
+    text = readme.read_text()
+    assert text.startswith("intro\n- bullet:\n\n  " + regime.TABLE_BEGIN + "\n  | cell |") and "stale" not in text
+    assert text.endswith("  " + regime.TABLE_END + "\n\nend\n") and regime.readme_table(readme) == block
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no regime table block"):
+        regime.update_readme(readme, tmp_path)
+
+
+def test_the_readme_table_is_the_one_the_recordings_give():
+    """README.md's regime table equals the table of the complete recordings in results/regime: after recording,
+    run `python -m lconv.regime table --readme` (and commit both)."""
+    readme = regime.REGIME_DIR.parents[1] / "README.md"
+    want = regime.differences_markdown(regime.load_regime(complete_only=True), indent="  ")
+    assert regime.readme_table(readme) == want, "run `python -m lconv.regime table --readme`"
