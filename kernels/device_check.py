@@ -6,8 +6,9 @@ On one GPU, in at most --budget-s seconds (default 540, i.e. 9 minutes, Triton c
                cuDNN fft_causal_conv1d can join as a second peer (`bench.cudnn_peer`), whether pytest is there;
   tests        the kernel tests compiled on the GPU (tests/conftest.py's `kernel_device` puts their tensors on CUDA):
                TEST_FILES, in that order — fused and three-pass, fp32/fp16/bf16, forward and backward, gates, learned
-               blocks — in a pytest subprocess with its own time box; a box that runs out reports the tests that
-               finished and says how many did not run;
+               blocks — in a pytest subprocess with its own time box, spread over pytest-xdist workers (one core
+               each: the stage is bound by Triton's compiles); a box that runs out reports the tests that finished
+               and says how many did not run;
   host         host µs per forward call with the GPU blocked (`bench.host_us`), ours and torch's rfft conv;
   s4d_128k     the paper's 128K comparison: S4D kernel generation + FFT conv against a long conv with k given;
   passes       the three-pass forward split into its launches (k_f, pass 1, 2, 3) at PASSES_N, each timed alone with
@@ -52,6 +53,7 @@ SMOKE_TESTS = ("tests/test_kernels.py::test_forward_backward_match_fp64[N256-L12
                "tests/test_learned_kernel.py::test_per_channel_blocks_with_gates",
                "tests/test_three_pass.py::test_issue14_raw_pixels_do_not_overflow[False-dtype0]")
 # Seconds per stage (GPU): the bench stage gets whatever the others leave of the budget.
+MAX_TEST_WORKERS = 12  # pytest-xdist processes of the tests stage (each compiles Triton kernels on its own core)
 BOXES = {"tests": 170, "host": 45, "s4d_128k": 40, "passes": 30}
 PASSES_N = (16384, 1 << 18, 1 << 20)  # the three-pass forward split into its launches at these N (fp16, B = 8)
 RESERVE_S = 15  # kept back for writing results and the plot
@@ -92,21 +94,42 @@ def stage_timeout(stage: str, remaining: float, later: list[str]) -> float:
     return max(0.0, min(box, remaining - keep))
 
 
-_RESULT = re.compile(r"^(tests/\S.*?::.+?) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+_OUTCOMES = "PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS"
+_RESULT = re.compile(rf"^(tests/\S.*?::.+?) ({_OUTCOMES})\b")  # pytest -v
+_RESULT_XDIST = re.compile(rf"^\[gw\d+\] \[\s*\d+%\] ({_OUTCOMES}) (tests/\S.*?::.+?)\s*$")  # pytest -v -n W
+_COLLECTED = re.compile(r"collected (\d+) items?|\d+ workers \[(\d+) items?\]")
 
 
 def parse_pytest(output: str) -> dict:
-    """Counts and failing node ids from `pytest -v` output (finished or cut short)."""
+    """Counts and failing node ids from `pytest -v` output, serial or through pytest-xdist (finished or cut
+    short)."""
     counts, failed = {}, []
     for line in output.splitlines():
-        m = _RESULT.match(line.strip())
-        if m:
-            counts[m.group(2)] = counts.get(m.group(2), 0) + 1
-            if m.group(2) in ("FAILED", "ERROR"):
-                failed.append(m.group(1))
-    collected = re.search(r"collected (\d+) items?", output)
-    return {"counts": counts, "failed": failed, "collected": int(collected.group(1)) if collected else None,
+        line = line.strip()
+        m = _RESULT.match(line)
+        node, outcome = (m.group(1), m.group(2)) if m else (None, None)
+        if m is None and (m := _RESULT_XDIST.match(line)):
+            node, outcome = m.group(2), m.group(1)
+        if outcome:
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if outcome in ("FAILED", "ERROR"):
+                failed.append(node)
+    collected = _COLLECTED.search(output)
+    return {"counts": counts, "failed": failed,
+            "collected": int(collected.group(1) or collected.group(2)) if collected else None,
             "finished": sum(counts.values())}
+
+
+def pytest_workers(smoke: bool) -> int:
+    """pytest-xdist workers for the tests stage: 0 (serial) in smoke mode or without xdist, else the CPUs this process
+    may use less two, between 2 and MAX_TEST_WORKERS. The stage is bound by Triton compiles, not the GPU: the
+    selection launches about 370 distinct kernel specialisations, 1–9 s each to compile on one core (sm_90, measured
+    on the 2-core CPU machine), far past the stage's box when compiled one after another."""
+    import importlib.util
+
+    if smoke or importlib.util.find_spec("xdist") is None:
+        return 0
+    return max(2, min(MAX_TEST_WORKERS, len(os.sched_getaffinity(0)) - 2))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,11 +308,13 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
                 selection = list(tests or (SMOKE_TESTS if smoke else TEST_FILES))
                 # -o addopts=: pyproject's --timeout needs pytest-timeout, which a GPU machine may lack (the stage
                 # has its own time box)
+                workers = pytest_workers(smoke)
                 cmd = [python, "-m", "pytest", "-v", "-o", "addopts=", "-p", "no:cacheprovider", "--tb=line",
-                       "-W", "ignore", *selection]
+                       "-W", "ignore", *(["-n", str(workers)] if workers else []), *selection]
                 status, rc, output = run_process(cmd, timeout, env, work / "tests.log")
                 summary = parse_pytest(output)
                 summary["selection"] = selection
+                summary["workers"] = workers
                 summary["tail"] = output[-2000:]
                 results["tests"] = summary
                 n_bad = summary["counts"].get("FAILED", 0) + summary["counts"].get("ERROR", 0)
