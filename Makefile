@@ -17,7 +17,7 @@ SETUP := setup
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data browser lint test reproduce book lab bench device-check clean clean-venv
+.PHONY: help setup data browser lint test reproduce book lab bench device-check compile-check clean clean-venv
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ bench: $(SETUP) ## GPU benchmarks of the Triton kernels (says so and exits 0 wit
 
 device-check: $(SETUP) ## on a GPU, <= 9 min: compiled kernel tests + benchmark grid + every target MET/NOT MET/NOT MEASURED -> results/
 	$(PY) -m lconv.kernels.device_check $(DEVICE_CHECK_ARGS)
+
+compile-check: $(SETUP) ## no GPU needed, ~10 min on 2 cores: compile for sm_90 every kernel specialisation device-check's tests launch
+	$(PY) -m lconv.kernels.compile_check $(COMPILE_CHECK_ARGS)
 
 clean: ## remove build outputs (executed notebooks, figures, results, caches)
 	rm -rf build .pytest_cache

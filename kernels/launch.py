@@ -366,9 +366,14 @@ def shared_bytes(kernel, grid, args, meta) -> int | None:
     return _SHARED[key]
 
 
+ON_LAUNCH = None  # callable(kernel, args, meta) told of every launch before it runs (kernels.compile_check records)
+
+
 def launch(kernel, grid, args, meta, N: int, what: str) -> None:
     """kernel[grid](*args, **meta) on args[0]'s device, after checking its shared memory against the device's
     (ValueError naming the GPU, N and the limit, instead of Triton's OutOfResources at launch)."""
+    if ON_LAUNCH is not None:
+        ON_LAUNCH(kernel, args, meta)
     need = shared_bytes(kernel, grid, args, meta)
     if need is not None:
         check_shared_memory(need, args[0].device, N, what)
