@@ -12,7 +12,9 @@ steps:
 1. record: the selected tests run in a pytest subprocess under the interpreter with `kernels.launch.ON_LAUNCH` set;
    every launch through `kernels.launch.launch` adds its specialisation — the kernel, each argument's type (a
    tensor's dtype as a pointer; an int 1 or None as Triton makes them: constants), divisibility by 16 of sizes and
-   pointers (as Triton specialises them), the constexprs and num_warps / num_stages — to a set written as JSON;
+   pointers (as Triton specialises them), the constexprs and num_warps / num_stages — to a set written as JSON. The
+   one setting the interpreter changes is put back: bf16 rows get bf16 dots (`launch.dot_args(..., interpret=False)`),
+   as on a GPU, not the fp32 dots the interpreter needs;
 2. compile: each distinct specialisation is compiled by `triton.compile` for sm_<arch> in a pool of processes without
    the interpreter, then assembled by Triton's ptxas (`probe.ptxas_stats`): failures (with the compiler's message),
    shared memory per block against the target's limit (probe.SHARED_LIMIT), registers and spill bytes, and the
@@ -38,6 +40,8 @@ from pathlib import Path
 import torch
 
 from lconv.results import write_json_atomic
+
+from .launch import dot_args
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_ENV = "LCONV_COMPILE_CHECK_OUT"  # the recording subprocess writes its specialisations here
@@ -75,6 +79,9 @@ def specialisation(kernel, args, meta) -> dict:
             raise TypeError(f"{kernel.fn.__name__}: argument {name} of type {type(a).__name__} is not recorded")
     options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}
     constexprs = {k: v for k, v in meta.items() if k not in options}
+    if "DOT_FP32" in constexprs and "*bf16" in signature.values():
+        # the interpreter multiplies bf16 rows with fp32 dots (its bf16 dot is wrong); a GPU compiles bf16 dots
+        constexprs.update(dot_args(torch.bfloat16, interpret=False))
     return {"kernel": f"{kernel.fn.__module__}.{kernel.fn.__name__}", "signature": signature,
             "constants": constants, "constexprs": constexprs, "divisible": divisible, "options": options}
 

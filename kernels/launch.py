@@ -224,11 +224,12 @@ def k_f_planes_full(k: torch.Tensor, N: int, sizes=None) -> torch.Tensor:
     return torch.stack([k_f.real, k_f.imag], dim=1).contiguous()  # (H, 2, N)
 
 
-def dot_args(dtype: torch.dtype) -> dict:
+def dot_args(dtype: torch.dtype, interpret: bool = INTERPRET) -> dict:
     """tl.dot operands: the input dtype for fp16/bf16 (fp32 for bf16 under the interpreter, whose bf16 dot is
     wrong), fp32 with input_precision="ieee" (no TF32) for fp32; "tf32" is the default and is ignored for 16-bit.
-    NORM: fp16/bf16 rows and spectra are scaled by powers of two before rounding (kernels/flash_butterfly.py)."""
-    dot_fp32 = dtype == torch.float32 or (dtype == torch.bfloat16 and INTERPRET)
+    NORM: fp16/bf16 rows and spectra are scaled by powers of two before rounding (kernels/flash_butterfly.py).
+    `interpret=False` gives what a GPU compiles (kernels.compile_check)."""
+    dot_fp32 = dtype == torch.float32 or (dtype == torch.bfloat16 and interpret)
     return {"DOT_FP32": dot_fp32, "PREC": "ieee" if dot_fp32 else "tf32", "NORM": dtype != torch.float32}
 
 

@@ -41,7 +41,18 @@ def test_a_gated_forward_and_backward_record_their_kernels_and_argument_types(mo
     assert "x_ptr" in fwd["divisible"] and fwd["constexprs"]["N1"] * fwd["constexprs"]["N2"] == N // 2
     assert set(fwd["options"]) == {"num_warps", "num_stages"} and "num_warps" not in fwd["constexprs"]
     assert fwd["constexprs"]["CONJ_K"] is False and seen[2]["constexprs"]["CONJ_K"] is True  # forward, then du
+    assert fwd["constexprs"]["DOT_FP32"] is False  # fp16 rows: fp16 dots
     json.dumps(seen)  # written as JSON by the recording process
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="records through the interpreter (CPU)")
+def test_bf16_launches_are_recorded_with_the_dots_a_gpu_compiles(monkeypatch):
+    seen = _record_calls(monkeypatch)
+    kernels.flash_butterfly_conv(torch.randn(2, 2, 128, dtype=torch.bfloat16), torch.randn(2, 128), 256)
+    fwd = seen[1]
+    assert fwd["signature"]["x_ptr"] == "*bf16"
+    assert (fwd["constexprs"]["DOT_FP32"], fwd["constexprs"]["PREC"]) == (False, "tf32")  # the interpreter ran fp32
+    assert launch.dot_args(torch.bfloat16)["DOT_FP32"] is launch.INTERPRET
 
 
 def test_arguments_triton_cannot_take_are_refused_by_name():
