@@ -8,8 +8,9 @@ forward(u, k, pregate, postgate) = postgate ⊙ conv(pregate ⊙ u, k) with the 
 Dispatch: N ≤ 4096 (FUSED_N) runs the fused kernels of kernels/flash_butterfly.py; N = 8192 … 2^20 the three-pass
 kernels of kernels/three_pass.py; SUPPORTED_N lists both. A call that records no gradient launches the kernels
 directly (`forward_only`: no autograd node); one that does goes through an autograd Function (FlashButterflyFn,
-ThreePassFn), and inside torch.compile the fixed fused path and the three-pass path are the torch.library operators
-lconv::flash_butterfly_fwd and lconv::three_pass_fwd (one opaque graph node each with its registered backward; in
+ThreePassFn), and inside torch.compile the fused path, the fused path with learned blocks and the three-pass path are
+the torch.library operators lconv::flash_butterfly_fwd, lconv::learned_butterfly_fwd and lconv::three_pass_fwd (one
+opaque graph node each with its registered backward; in
 eager mode their dispatch would cost ~30 µs more per call). This file is the public
 face only: checks, tables and launches live in kernels/launch.py, the kernels and their autograd in the two files.
 Each row of u is convolved on its own (no sample's values or size reach another's output), and fp16/bf16 rows are
@@ -85,7 +86,9 @@ def flash_butterfly_conv(u: torch.Tensor, k: torch.Tensor, N: int, pregate: torc
         return _reference(u, k, N, pregate, postgate, dft1, dft2)
     if not _records_graph(u, k, pregate, postgate, dft1, dft2):  # inference: two launches, no autograd node
         return flash_butterfly.forward_only(u, k, N, pregate, postgate, dft1, dft2)
-    if dft1 is None and dft2 is None and torch.compiler.is_compiling():  # the torch.library operator
+    if torch.compiler.is_compiling():  # the torch.library operators: one node each, nothing to trace into
+        if dft1 is not None or dft2 is not None:  # lconv::learned_butterfly_fwd
+            return flash_butterfly.learned_butterfly_traced(u, k, N, pregate, postgate, dft1, dft2)
         save_w = postgate is not None and postgate.requires_grad and torch.is_grad_enabled()  # w for dpostgate
         return flash_butterfly_op(u, k, pregate, postgate, N, save_w)[0]  # lconv::flash_butterfly_fwd: one node
     return FlashButterflyFn.apply(u, k, pregate, postgate, dft1, dft2, N)  # eager: ~30 µs less host time per call

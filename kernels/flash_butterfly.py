@@ -132,7 +132,7 @@ import triton.language as tl
 
 from lconv.butterfly import default_sizes, half_sizes
 
-from .launch import block_planes, chunks, dot_args, get_plan, launch, launch_opts, loop_opts
+from .launch import block_planes, chunks, dot_args, get_plan, launch, launch_opts, learned_planes, loop_opts
 
 # Triton's interpreter casts fp32 → bf16 by truncation (compiled kernels round to nearest even); `_to_out` rounds
 # first there, so that CPU runs of bf16 inputs measure what a GPU stores. Decided at import, like TRITON_INTERPRET.
@@ -1016,3 +1016,80 @@ def _op_backward(ctx, dy, _dk_f, _dw):
 
 
 flash_butterfly_op.register_autograd(_op_backward, setup_context=_op_setup_context)
+
+
+# Learned blocks the same way: the operator takes the blocks' fp32 planes (launch.learned_planes, traced outside it, so
+# autograd carries the plane gradients back to the complex blocks); None = the fixed DFT block.
+
+def _op_blocks(blk1, blk2, N: int, device) -> tuple:
+    N1, N2 = default_sizes(N)
+    plan = get_plan(N, device)
+    return tuple((plan[name], 0) if b is None else (b, 2 * M * M if b.dim() == 4 else 0)
+                 for b, M, name in ((blk1, N1, "dft1_full"), (blk2, N2, "dft2_full")))
+
+
+@torch.library.custom_op("lconv::learned_butterfly_fwd", mutates_args=(),
+                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, Tensor? blk1, Tensor? blk2, "
+                                "SymInt N) -> (Tensor, Tensor)")
+def learned_butterfly_op(u, k, pregate, postgate, blk1, blk2, N):
+    """(y, k_f): y (B, H, L) in u's dtype by learned_fwd_kernel with blocks blk1 (2, N1, N1) or (H, 2, N1, N1) and
+    blk2 likewise (fp32 planes of launch.learned_planes; None: the fixed DFT block); k_f (H, 2, N) fp32, saved."""
+    k_f = k_f_gathered(k, N, get_plan(N, u.device)["k_src_full"])
+    return _fwd(u, k_f, N, pregate, postgate, _op_blocks(blk1, blk2, N, u.device))[0], k_f
+
+
+@learned_butterfly_op.register_fake
+def _(u, k, pregate, postgate, blk1, blk2, N):
+    return torch.empty_like(u), k.new_empty((k.shape[0], 2, N), dtype=torch.float32)
+
+
+@torch.library.custom_op("lconv::learned_butterfly_bwd", mutates_args=(),
+                         schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, Tensor? blk1, "
+                                "Tensor? blk2, SymInt N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor, "
+                                "Tensor, Tensor)")
+def learned_butterfly_bwd_op(u, dy, k_f, pregate, postgate, blk1, blk2, N, Lk, need):
+    """(du, dk, dpregate, dpostgate, dblk1, dblk2) by learned_bwd_kernel, each block gradient shaped like its block
+    (a shared block's summed over channels); an empty tensor where `need` (6 flags) says no."""
+    grads = list(_bwd(u, dy, k_f, N, Lk, pregate, postgate, _op_blocks(blk1, blk2, N, u.device), tuple(need)))
+    for i, b in ((4, blk1), (5, blk2)):
+        if grads[i] is not None and b is not None and b.dim() == 3:
+            grads[i] = grads[i].sum(0)  # shared block: (H, 2, M, M) → (2, M, M)
+    return tuple(u.new_empty(0) if g is None else g for g in grads)
+
+
+@learned_butterfly_bwd_op.register_fake
+def _(u, dy, k_f, pregate, postgate, blk1, blk2, N, Lk, need):
+    gated = pregate is not None
+    shapes = (u.shape, (k_f.shape[0], Lk), u.shape if gated else (0,), u.shape if gated else (0,),
+              blk1.shape if blk1 is not None else (0,), blk2.shape if blk2 is not None else (0,))
+    dtypes = (u.dtype, torch.float32, u.dtype, u.dtype, torch.float32, torch.float32)
+    return tuple(u.new_empty(s if flag else (0,), dtype=d) for s, d, flag in zip(shapes, dtypes, need))
+
+
+def _learned_setup_context(ctx, inputs, output):
+    u, k, pregate, postgate, blk1, blk2, N = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(u, output[1], pregate, postgate, blk1, blk2)
+    ctx.N, ctx.Lk = N, k.shape[-1]
+
+
+def _learned_backward(ctx, dy, _dk_f):
+    u, k_f, pregate, postgate, blk1, blk2 = ctx.saved_tensors
+    need = [bool(f) for f in ctx.needs_input_grad[:6]]
+    need[4] = need[4] and blk1 is not None
+    need[5] = need[5] and blk2 is not None
+    grads = learned_butterfly_bwd_op(u, dy.to(u.dtype).contiguous(), k_f, pregate, postgate, blk1, blk2, ctx.N,
+                                     ctx.Lk, need)
+    return (*(g if flag else None for g, flag in zip(grads, need)), None)
+
+
+learned_butterfly_op.register_autograd(_learned_backward, setup_context=_learned_setup_context)
+
+
+def learned_butterfly_traced(u, k, N, pregate=None, postgate=None, dft1=None, dft2=None) -> torch.Tensor:
+    """The learned-block path inside torch.compile: complex blocks → planes (traced), then the operator."""
+    N1, N2 = default_sizes(N)
+    blk1 = None if dft1 is None else learned_planes(dft1, N1)
+    blk2 = None if dft2 is None else learned_planes(dft2, N2)
+    return learned_butterfly_op(u, k, pregate, postgate, blk1, blk2, N)[0]

@@ -389,8 +389,15 @@ def block_planes(dft: torch.Tensor | None, M: int, plan: torch.Tensor):
     """
     if dft is None:
         return plan, 0
-    planes = torch.stack([dft.real, dft.imag], dim=-3).to(torch.float32) / math.sqrt(M)  # (..., 2, M, M)
-    return planes.contiguous(), (2 * M * M if dft.dim() == 3 else 0)
+    planes = learned_planes(dft, M)
+    return planes, (2 * M * M if dft.dim() == 3 else 0)
+
+
+def learned_planes(dft: torch.Tensor, M: int) -> torch.Tensor:
+    """The learned kernel's operand of a block: (M, M) or (H, M, M) complex, unnormalised → fp32 re/im planes scaled
+    by 1/√M, (2, M, M) or (H, 2, M, M), contiguous; differentiable (autograd carries a plane gradient back to the
+    complex block)."""
+    return (torch.stack([dft.real, dft.imag], dim=-3).to(torch.float32) / math.sqrt(M)).contiguous()
 
 
 def _three_pass_plan(N: int, device: torch.device) -> dict:

@@ -166,3 +166,58 @@ def test_three_pass_operator_passes_opcheck(kernel_device):
     k = torch.randn(2, 3000, generator=g).to(kernel_device).requires_grad_()
     torch.library.opcheck(three_pass_op, (u, k, None, None, 8192, False))
     torch.library.opcheck(three_pass_op, (u, k, pre, post, 8192, True))
+
+
+@pytest.mark.parametrize("per_channel,gated", [(False, False), (True, True)], ids=["shared-plain", "per-channel-gated"])
+def test_learned_blocks_fullgraph_compile(kernel_device, per_channel, gated):
+    """Learned Butterfly blocks compiled whole: the operator lconv::learned_butterfly_fwd takes the blocks' fp32 planes
+    (traced outside it), so the complex blocks get their gradients through autograd; output and every gradient equal
+    eager (FlashButterflyFn)."""
+    from lconv.butterfly import default_sizes, dft_matrix
+    from lconv.kernels import HAS_TRITON, INTERPRET, flash_butterfly_conv
+    if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton: a GPU, or TRITON_INTERPRET=1 before importing lconv.kernels")
+    N, H = 256, 2
+    N1, N2 = default_sizes(N)
+    g = torch.Generator().manual_seed(6)
+    u, pre, post = (torch.randn(2, H, 128, generator=g).to(kernel_device).requires_grad_() for _ in range(3))
+    k = torch.randn(H, 128, generator=g).to(kernel_device).requires_grad_()
+    d1 = dft_matrix(N1).expand(H, N1, N1) if per_channel else dft_matrix(N1)
+    d1 = (d1 + 0.1 * torch.randn(d1.shape, dtype=d1.dtype, generator=g)).to(kernel_device).requires_grad_()
+    d2 = dft_matrix(N2).to(kernel_device).requires_grad_()
+    inputs = [u, k, pre, post, d1, d2] if gated else [u, k, d1, d2]
+
+    def f(*args):
+        u, k, *rest = args
+        gates, (d1, d2) = (rest[:2], rest[2:]) if gated else ((None, None), rest)
+        return flash_butterfly_conv(u, k, N, *gates, dft1=d1, dft2=d2)
+
+    y_ref = f(*inputs)
+    y_ref.square().sum().backward()
+    g_ref = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    torch._dynamo.reset()
+    y = torch.compile(f, backend="aot_eager", fullgraph=True)(*inputs)
+    y.square().sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for t, gr in zip(inputs, g_ref):
+        torch.testing.assert_close(t.grad, gr, rtol=1e-5, atol=1e-5)
+
+
+def test_learned_operator_passes_opcheck(kernel_device):
+    """torch.library.opcheck of lconv::learned_butterfly_fwd: shared and per-channel planes, one block fixed (None)."""
+    from lconv.butterfly import default_sizes, dft_matrix
+    from lconv.kernels import HAS_TRITON, INTERPRET
+    if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton")
+    from lconv.kernels.flash_butterfly import learned_butterfly_op
+    from lconv.kernels.launch import learned_planes
+    N1, N2 = default_sizes(256)
+    g = torch.Generator().manual_seed(7)
+    u, pre, post = (torch.randn(2, 2, 128, generator=g).to(kernel_device).requires_grad_() for _ in range(3))
+    k = torch.randn(2, 128, generator=g).to(kernel_device).requires_grad_()
+    blk1 = learned_planes(dft_matrix(N1).to(kernel_device), N1).requires_grad_()  # (2, N1, N1)
+    blk2 = learned_planes(dft_matrix(N2).expand(2, N2, N2).to(kernel_device), N2).requires_grad_()  # (H, 2, N2, N2)
+    torch.library.opcheck(learned_butterfly_op, (u, k, None, None, blk1, blk2, 256))
+    torch.library.opcheck(learned_butterfly_op, (u, k, pre, post, None, blk2, 256))
