@@ -62,7 +62,8 @@ def specialisation(kernel, args, meta) -> dict:
     for name, a in zip(kernel.arg_names, args):
         if isinstance(a, torch.Tensor):
             if a.dtype not in POINTER:
-                raise TypeError(f"{kernel.fn.__name__}: argument {name} has dtype {a.dtype}, not one of {list(POINTER)}")
+                raise TypeError(f"{kernel.fn.__name__}: argument {name} has dtype {a.dtype}, "
+                                f"not one of {list(POINTER)}")
             signature[name] = POINTER[a.dtype]
             divisible.append(name)  # fresh torch allocations are 16-byte aligned
         elif a is None or (isinstance(a, int) and not isinstance(a, bool) and a == 1):

@@ -815,7 +815,8 @@ def _conv(x: torch.Tensor, k_f: torch.Tensor, N: int, y=None, gate_in=None, gate
                        gate2 is not None, dgate is not None)
     launch(flash_butterfly_fwd_kernel, (H * n_chunks,),
            (x, *ptrs, k_f, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, n_chunks, rpp),
-           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **flags, **dot_args(x.dtype), **launch_opts(N, pass_),
+           dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, **flags, **dot_args(x.dtype),
+                **launch_opts(N, pass_, dtype=x.dtype),
                 **loop_opts(N, pass_)), N, what)
 
 
@@ -885,7 +886,7 @@ def _bwd(u: torch.Tensor, dy: torch.Tensor, k_f: torch.Tensor, N: int, Lk: int, 
                    (u, dy, pre, post, dk, plan["dft1"], plan["dft2"], plan["tw"], plan["hw"], B, H, L, Lk, n_chunks,
                     rpp, math.sqrt(N1 * N2)),
                    dict(N1=N1, N2=N2, USE_DOT=min(N1, N2) >= 16, GATED=gated, **dot_args(u.dtype),
-                        **launch_opts(N, "dk")), N, "backward (dk)")
+                        **launch_opts(N, "dk", dtype=u.dtype)), N, "backward (dk)")
     else:
         empty = u.new_empty(0)
         plan = get_plan(N, u.device)

@@ -302,14 +302,26 @@ TUNING = {
 }
 
 
-def launch_opts(N: int, pass_: str = "fwd", learned: bool = False) -> dict:
+# fp32 rows: the dots run on fp32 operands (ieee), twice the registers of a 16-bit tile, and TUNING's warps (timed on
+# fp16) spill heavily. Compiled for sm_90 (`python -m lconv.kernels.probe --dtype float32 --warps 2 4 8 16`; not
+# timed): forward at N = 4096 spills 37 KB per thread at 4 warps, 4.7 KB at 8, 3.1 KB at 16; dk 62 / 21 / 5.9 KB;
+# at N = 1024 and 2048, 8 warps spill 0 and ≤ 1.4 KB against 0.4–15 KB at TUNING's. Same for pass 2 of the
+# three-pass kernels at the same inner size M. So fp32 takes at least these warps at every pass:
+FP32_MIN_WARPS = {1024: 8, 2048: 8, 4096: 16}
+
+
+def launch_opts(N: int, pass_: str = "fwd", learned: bool = False, dtype: torch.dtype | None = None) -> dict:
     """num_warps / num_stages of the fused kernels for FFT size N and pass ("fwd"; "du", "dk": the fused backward's
-    two launches; "bwd": three_pass's pass-2 backward). The learned-block
-    kernels hold more tiles (their blocks and the fixed DFTs) and have not been swept on a GPU: they keep 4 warps up
-    to N = 512 and 8 above, so that fewer warps cannot push them into the heavy spills seen at 2 warps, N ≥ 2048."""
+    two launches; "bwd": three_pass's pass-2 backward), for rows of `dtype` (fp32: at least FP32_MIN_WARPS). The
+    learned-block kernels hold more tiles (their blocks and the fixed DFTs) and have not been swept on a GPU: they keep
+    4 warps up to N = 512 and 8 above, so that fewer warps cannot push them into the heavy spills seen at 2 warps,
+    N ≥ 2048."""
     if learned:
         return {"num_warps": 4 if N <= 512 else 8, "num_stages": 1}
-    return {key: TUNING[N][pass_][key] for key in ("num_warps", "num_stages")}
+    opts = {key: TUNING[N][pass_][key] for key in ("num_warps", "num_stages")}
+    if dtype == torch.float32:
+        opts["num_warps"] = max(opts["num_warps"], FP32_MIN_WARPS.get(N, 0))
+    return opts
 
 
 # The row loop of the fused forward kernel (also the du launch), by FFT size and pass: rows handled per iteration

@@ -78,7 +78,8 @@ def three_pass_case(kind: str, N: int, dtype=torch.float16, gated: bool = True):
         return tp.outer_adj_kernel, dict(meta, M=M1 * M2, HAS_GATE1=gated, HAS_OUT2=gated, HAS_GATE2=gated,
                                          **ob), opts
     if kind == "pass2":
-        return tp.inner_conv_kernel, dict(meta, M1=M1, M2=M2, BM=ob["BM"]), launch_opts(M1 * M2, "fwd")
+        return (tp.inner_conv_kernel, dict(meta, M1=M1, M2=M2, BM=ob["BM"]),
+                launch_opts(M1 * M2, "fwd", dtype=dtype))
     raise ValueError(f"kind={kind!r}: use one of {THREE_PASS_KINDS}")
 
 
@@ -151,7 +152,7 @@ def probe(kind: str, N: int, dtype=torch.float16, arch: int = 90, num_warps: int
         fn, consts, opts = three_pass_case(kind, N, dtype, gated)
     else:
         fn, consts = kernel_case(kind, N, dtype, gated)
-        opts = fb.k_f_launch_opts(N) if kind == "k_f" else launch_opts(N, kind)
+        opts = fb.k_f_launch_opts(N) if kind == "k_f" else launch_opts(N, kind, dtype=dtype)
     num_warps = opts["num_warps"] if num_warps is None else num_warps
     num_stages = opts["num_stages"] if num_stages is None else num_stages
     stats = compile_stats(fn, consts, dtype, arch, num_warps, num_stages)

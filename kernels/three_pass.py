@@ -547,7 +547,8 @@ def _pass2(z, zs1, k_f, N, like, rows_per_prog=None):
     launch(inner_conv_kernel, (H * R * n_chunks,),
            (z, zs1, zs2, k_f, plan["dft1"], plan["dft2"], plan["tw1"], plan["tw0"], like, B, H, n_chunks, rpp,
             M1 * M2 // BM),
-           dict(N0=N0, M1=M1, M2=M2, BM=BM, **dot_args(like.dtype), **launch_opts(M1 * M2, "fwd")),
+           dict(N0=N0, M1=M1, M2=M2, BM=BM, **dot_args(like.dtype),
+                **launch_opts(M1 * M2, "fwd", dtype=like.dtype)),
            N, "three-pass pass 2")
     return zs2
 
@@ -568,7 +569,7 @@ def _pass2_bwd(g, gs1, v, vs1, k_f, N, like, need_dv=True, need_dk=True, rows_pe
            (g, gs1, gs2, g if v is None else v, gs1 if vs1 is None else vs1, q, k_f, plan["dft1"], plan["dft2"],
             plan["tw1"], plan["tw0"], like, B, H, n_chunks, rpp, M1 * M2 // BM),
            dict(N0=N0, M1=M1, M2=M2, BM=BM, **dot_args(like.dtype), COMPUTE_DV=need_dv, COMPUTE_DK=need_dk,
-                **launch_opts(M1 * M2, "bwd")), N, "three-pass pass 2 (backward)")
+                **launch_opts(M1 * M2, "bwd", dtype=like.dtype)), N, "three-pass pass 2 (backward)")
     return (gs2 if need_dv else None), ((q[0] if n_chunks == 1 else q.sum(0)) if need_dk else None)  # (H, 2, R·M)
 
 

@@ -611,6 +611,26 @@ def test_backward_is_a_du_launch_and_a_dk_launch(monkeypatch):
     assert [name for name, *_ in launched] == ["flash_butterfly_dk_kernel"]
 
 
+@needs_triton
+def test_fp32_rows_launch_with_at_least_fp32_min_warps(monkeypatch):
+    """fp32 rows (ieee dots on fp32 operands) take at least kernels.launch.FP32_MIN_WARPS warps in every pass, fused
+    and three-pass pass 2 (TUNING's 4 warps spill 37 KB per thread in the N = 4096 forward, compiled for sm_90);
+    16-bit rows keep TUNING's settings."""
+    for N in kl.FUSED_N:
+        for pass_ in ("fwd", "du", "dk"):
+            tuned = kl.TUNING[N][pass_]["num_warps"]
+            assert kl.launch_opts(N, pass_, dtype=torch.float16)["num_warps"] == tuned
+            assert kl.launch_opts(N, pass_, dtype=torch.bfloat16)["num_warps"] == tuned
+            assert kl.launch_opts(N, pass_, dtype=torch.float32)["num_warps"] == max(tuned,
+                                                                                   kl.FP32_MIN_WARPS.get(N, 0))
+    warps = []
+    monkeypatch.setattr(fb, "launch", lambda kernel, grid, args, meta, N, what: warps.append(meta["num_warps"]))
+    for dtype in (torch.float32, torch.float16):
+        fb._conv(torch.zeros(2, 2, 4096, dtype=dtype), torch.zeros(2, 2, 4096), 4096, y=torch.zeros(2, 2, 4096,
+                                                                                                     dtype=dtype))
+    assert warps == [16, kl.TUNING[4096]["fwd"]["num_warps"]]
+
+
 def test_device_guard_makes_the_tensors_gpu_current(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device", _FakeDevice)
     with kl.device_guard(type("T", (), {"device": torch.device("cuda", 3)})()):

@@ -36,3 +36,31 @@ def test_n4096_backward_kernels_fit_99_kb_on_sm_89():
     for r in rows:
         assert r["target"] == "sm_89" and r["regs"] > 0, r
         assert r["shared"] <= 99 * 1024, f"{r['kind']} at N=4096 needs {r['shared']} B of shared memory on sm_89"
+
+
+PROBE_FP32 = textwrap.dedent("""
+    import json
+    from lconv.kernels import probe
+    if probe.ptxas_path() is None:
+        print(json.dumps("no ptxas"))
+    else:
+        print(json.dumps([probe.probe("fwd", 4096, dtype=probe.torch.float32, arch=90),
+                          probe.probe("fwd", 4096, dtype=probe.torch.float32, arch=90, num_warps=4)]))
+""")
+
+
+@pytest.mark.slow  # two compiles at N = 4096 in a subprocess: ~30 s on 2 CPU cores
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="needs Triton")
+def test_n4096_fp32_forward_at_its_launch_settings_spills_a_fraction_of_tunings_4_warps():
+    """fp32 rows launch with kernels.launch.FP32_MIN_WARPS (16 warps at N = 4096): compiled for sm_90, their forward
+    spills under 8 KB per thread, against more than 30 KB at the 4 warps TUNING gives 16-bit rows."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", PROBE_FP32], capture_output=True, text=True, timeout=600, env=env,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(run.stdout.strip().splitlines()[-1])
+    if rows == "no ptxas":
+        pytest.skip("Triton's ptxas is not installed: nothing to compile with")
+    tuned, four = rows
+    assert tuned["num_warps"] == 16 and four["num_warps"] == 4
+    assert tuned["spill_stores"] < 8 * 1024 < 30 * 1024 < four["spill_stores"], (tuned, four)
