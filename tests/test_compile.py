@@ -28,6 +28,21 @@ def _grads(model, x, forward=None):
     return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _input_grads_match(f, inputs, compile_backend="aot_eager"):
+    """f(*inputs) compiled whole (fullgraph) equals eager: its output and the gradient of every input."""
+    y_ref = f(*inputs)
+    y_ref.square().sum().backward()
+    g_ref = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    torch._dynamo.reset()
+    y = torch.compile(f, backend=compile_backend, fullgraph=True)(*inputs)
+    y.square().sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for t, g in zip(inputs, g_ref):
+        torch.testing.assert_close(t.grad, g, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 @pytest.mark.parametrize("mixer, kw", [("longconv", dict(lam=0.002, smooth_window=3)), ("s4d", {})],
                          ids=["longconv-squash-smooth", "s4d"])
@@ -103,18 +118,7 @@ def test_flash_butterfly_conv_fullgraph_compile(kernel_device, backend, compile_
     if backend == "triton" and not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
         pytest.skip("needs Triton: a GPU, or TRITON_INTERPRET=1 before importing lconv.kernels")
     module = FlashButterflyConv(256, dtype=torch.float32, backend=backend)
-    inputs = _flash_case(gated, kernel_device)
-    y_ref = module(*inputs)
-    y_ref.square().sum().backward()
-    g_ref = [t.grad.clone() for t in inputs]
-    for t in inputs:
-        t.grad = None
-    torch._dynamo.reset()
-    y = torch.compile(module, backend=compile_backend, fullgraph=True)(*inputs)
-    y.square().sum().backward()
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    for t, g in zip(inputs, g_ref):
-        torch.testing.assert_close(t.grad, g, rtol=1e-5, atol=1e-5)
+    _input_grads_match(module, _flash_case(gated, kernel_device), compile_backend)
 
 
 def test_flash_butterfly_operator_passes_opcheck(kernel_device):
@@ -140,18 +144,7 @@ def test_three_pass_conv_fullgraph_compile(kernel_device, gated):
     g = torch.Generator().manual_seed(4)
     inputs = [torch.randn(1, 2, 4096, generator=g).to(kernel_device).requires_grad_() for _ in range(3 if gated else 1)]
     inputs.insert(1, torch.randn(2, 4096, generator=g).to(kernel_device).requires_grad_())  # k (H, L)
-    module = FlashButterflyConv(8192, dtype=torch.float32)
-    y_ref = module(*inputs)
-    y_ref.square().sum().backward()
-    g_ref = [t.grad.clone() for t in inputs]
-    for t in inputs:
-        t.grad = None
-    torch._dynamo.reset()
-    y = torch.compile(module, backend="aot_eager", fullgraph=True)(*inputs)
-    y.square().sum().backward()
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    for t, gr in zip(inputs, g_ref):
-        torch.testing.assert_close(t.grad, gr, rtol=1e-5, atol=1e-5)
+    _input_grads_match(FlashButterflyConv(8192, dtype=torch.float32), inputs)
 
 
 def test_three_pass_operator_passes_opcheck(kernel_device):
@@ -192,17 +185,7 @@ def test_learned_blocks_fullgraph_compile(kernel_device, per_channel, gated):
         gates, (d1, d2) = (rest[:2], rest[2:]) if gated else ((None, None), rest)
         return flash_butterfly_conv(u, k, N, *gates, dft1=d1, dft2=d2)
 
-    y_ref = f(*inputs)
-    y_ref.square().sum().backward()
-    g_ref = [t.grad.clone() for t in inputs]
-    for t in inputs:
-        t.grad = None
-    torch._dynamo.reset()
-    y = torch.compile(f, backend="aot_eager", fullgraph=True)(*inputs)
-    y.square().sum().backward()
-    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    for t, gr in zip(inputs, g_ref):
-        torch.testing.assert_close(t.grad, gr, rtol=1e-5, atol=1e-5)
+    _input_grads_match(f, inputs)
 
 
 def test_learned_operator_passes_opcheck(kernel_device):

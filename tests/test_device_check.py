@@ -4,6 +4,7 @@ the notebook's loader, and the whole smoke run (Triton's interpreter, tiny sizes
 import json
 import sys
 
+import pytest
 import torch
 
 from lconv.kernels import bench, device_check
@@ -37,14 +38,20 @@ def test_stage_time_boxes_fit_the_budget():
     assert device_check.stage_timeout("host", 10, ["bench"]) == 0.0  # nothing left: the stage is skipped
 
 
-def test_pytest_xdist_output_is_parsed_finished_or_cut_short():
-    out = ("created: 4/4 workers\n4 workers [227 items]\n\nscheduling tests via LoadScheduling\n\n"
-           "tests/test_kernels.py::test_a[N256-L127-float16] \n"
-           "[gw1] [  0%] PASSED tests/test_kernels.py::test_a[N256-L127-float16] \n"
-           "[gw0] [  1%] FAILED tests/test_kernels.py::test_bad_inputs[shape must be (B, H] \n"
-           "[gw3] [  1%] SKIPPED tests/test_gates.py::test_c \n")
+SERIAL_OUTPUT = ("collected 5 items\n\ntests/test_kernels.py::test_a[N256-L127-float16] PASSED   [ 20%]\n"
+                 "tests/test_kernels.py::test_bad_inputs[shape must be (B, H] FAILED [ 40%]\n"
+                 "tests/test_gates.py::test_c SKIPPED (no GPU) [ 60%]\n")
+XDIST_OUTPUT = ("created: 4/4 workers\n4 workers [5 items]\n\nscheduling tests via LoadScheduling\n\n"
+                "tests/test_kernels.py::test_a[N256-L127-float16] \n"
+                "[gw1] [  0%] PASSED tests/test_kernels.py::test_a[N256-L127-float16] \n"
+                "[gw0] [  1%] FAILED tests/test_kernels.py::test_bad_inputs[shape must be (B, H] \n"
+                "[gw3] [  1%] SKIPPED tests/test_gates.py::test_c \n")
+
+
+@pytest.mark.parametrize("out", [SERIAL_OUTPUT, XDIST_OUTPUT], ids=["serial", "xdist"])
+def test_pytest_output_is_parsed_finished_or_cut_short(out):
     p = device_check.parse_pytest(out)
-    assert p["collected"] == 227 and p["finished"] == 3
+    assert p["collected"] == 5 and p["finished"] == 3
     assert p["counts"] == {"PASSED": 1, "FAILED": 1, "SKIPPED": 1}
     assert p["failed"] == ["tests/test_kernels.py::test_bad_inputs[shape must be (B, H]"]
 
@@ -55,16 +62,6 @@ def test_the_tests_stage_spreads_over_xdist_workers_except_in_smoke_mode(monkeyp
     assert device_check.pytest_workers(smoke=False) == min(14, device_check.MAX_TEST_WORKERS)
     monkeypatch.setattr(device_check.os, "sched_getaffinity", lambda pid: {0, 1})
     assert device_check.pytest_workers(smoke=False) == 2
-
-
-def test_pytest_output_is_parsed_finished_or_cut_short():
-    out = ("collected 5 items\n\ntests/test_kernels.py::test_a[N256-L127-float16] PASSED   [ 20%]\n"
-           "tests/test_kernels.py::test_bad_inputs[shape must be (B, H] FAILED [ 40%]\n"
-           "tests/test_gates.py::test_c SKIPPED (no GPU) [ 60%]\n")
-    p = device_check.parse_pytest(out)
-    assert p["collected"] == 5 and p["finished"] == 3
-    assert p["counts"] == {"PASSED": 1, "FAILED": 1, "SKIPPED": 1}
-    assert p["failed"] == ["tests/test_kernels.py::test_bad_inputs[shape must be (B, H]"]
 
 
 def test_a_stage_that_fails_or_hangs_is_reported_and_killed(tmp_path):
