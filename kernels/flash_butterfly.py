@@ -965,7 +965,7 @@ class FlashButterflyFn(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------------------------
 
 @torch.library.custom_op("lconv::flash_butterfly_fwd", mutates_args=(),
-                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N, bool save_w) -> "
+                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, int N, bool save_w) -> "
                                 "(Tensor, Tensor, Tensor)")
 def flash_butterfly_op(u, k, pregate, postgate, N, save_w):
     """(y, k_f, w): y (B, H, L) in u's dtype by the fused forward kernel; k_f (H, 2, N) fp32, saved for the backward;
@@ -984,7 +984,7 @@ def _(u, k, pregate, postgate, N, save_w):
 
 @torch.library.custom_op("lconv::flash_butterfly_bwd", mutates_args=(),
                          schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, Tensor? w, "
-                                "SymInt N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
+                                "int N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
 def flash_butterfly_bwd_op(u, dy, k_f, pregate, postgate, w, N, Lk, need):
     """(du, dk, dpregate, dpostgate) by the du and dk kernels; an empty tensor where `need` (4 flags) says no. w: the
     forward's saved conv (None: recomputed if dpostgate is needed)."""
@@ -1031,7 +1031,7 @@ def _op_blocks(blk1, blk2, N: int, device) -> tuple:
 
 @torch.library.custom_op("lconv::learned_butterfly_fwd", mutates_args=(),
                          schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, Tensor? blk1, Tensor? blk2, "
-                                "SymInt N) -> (Tensor, Tensor)")
+                                "int N) -> (Tensor, Tensor)")
 def learned_butterfly_op(u, k, pregate, postgate, blk1, blk2, N):
     """(y, k_f): y (B, H, L) in u's dtype by learned_fwd_kernel with blocks blk1 (2, N1, N1) or (H, 2, N1, N1) and
     blk2 likewise (fp32 planes of launch.learned_planes; None: the fixed DFT block); k_f (H, 2, N) fp32, saved."""
@@ -1046,7 +1046,7 @@ def _(u, k, pregate, postgate, blk1, blk2, N):
 
 @torch.library.custom_op("lconv::learned_butterfly_bwd", mutates_args=(),
                          schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, Tensor? blk1, "
-                                "Tensor? blk2, SymInt N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor, "
+                                "Tensor? blk2, int N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor, "
                                 "Tensor, Tensor)")
 def learned_butterfly_bwd_op(u, dy, k_f, pregate, postgate, blk1, blk2, N, Lk, need):
     """(du, dk, dpregate, dpostgate, dblk1, dblk2) by learned_bwd_kernel, each block gradient shaped like its block

@@ -651,7 +651,7 @@ class ThreePassFn(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------------------------
 
 @torch.library.custom_op("lconv::three_pass_fwd", mutates_args=(),
-                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, SymInt N, bool save_w) -> "
+                         schema="(Tensor u, Tensor k, Tensor? pregate, Tensor? postgate, int N, bool save_w) -> "
                                 "(Tensor, Tensor, Tensor)")
 def three_pass_op(u, k, pregate, postgate, N, save_w):
     """(y, k_f, w): y (B, H, L) in u's dtype by the three passes; k_f (H, 2, R·M) fp32, saved for the backward;
@@ -670,7 +670,7 @@ def _(u, k, pregate, postgate, N, save_w):
 
 @torch.library.custom_op("lconv::three_pass_bwd", mutates_args=(),
                          schema="(Tensor u, Tensor dy, Tensor k_f, Tensor? pregate, Tensor? postgate, Tensor? w, "
-                                "SymInt N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
+                                "int N, SymInt Lk, bool[] need) -> (Tensor, Tensor, Tensor, Tensor)")
 def three_pass_bwd_op(u, dy, k_f, pregate, postgate, w, N, Lk, need):
     """(du, dk, dpregate, dpostgate) by the three passes on dy; an empty tensor where `need` (4 flags) says no."""
     need_du, need_dk, need_dpre, need_dpost = need

@@ -204,3 +204,21 @@ def test_learned_operator_passes_opcheck(kernel_device):
     blk2 = learned_planes(dft_matrix(N2).expand(2, N2, N2).to(kernel_device), N2).requires_grad_()  # (H, 2, N2, N2)
     torch.library.opcheck(learned_butterfly_op, (u, k, None, None, blk1, blk2, 256))
     torch.library.opcheck(learned_butterfly_op, (u, k, pre, post, None, blk2, 256))
+
+
+def test_one_compiled_function_serves_several_fft_sizes(kernel_device):
+    """A compiled function called with a second N recompiles with N specialised (each N is its own kernels): the
+    operators take `int N`, so N never reaches their fake implementations as a symbol (with `SymInt N` the
+    three-pass operator's size check raised on the second N)."""
+    from lconv.kernels import HAS_TRITON, INTERPRET, flash_butterfly_conv
+    if not (HAS_TRITON and (kernel_device.type == "cuda" or INTERPRET)):
+        pytest.skip("needs Triton")
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda u, k, N: flash_butterfly_conv(u, k, N), backend="aot_eager", fullgraph=True)
+    g = torch.Generator().manual_seed(8)
+    for N in (256, 512, 8192, 16384):
+        u = torch.randn(1, 1, N // 2, generator=g).to(kernel_device).requires_grad_()
+        k = torch.randn(1, N // 2, generator=g).to(kernel_device).requires_grad_()
+        y = compiled(u, k, N)
+        y.square().sum().backward()
+        torch.testing.assert_close(y, flash_butterfly_conv(u, k, N), rtol=1e-5, atol=1e-5)
