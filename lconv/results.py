@@ -88,15 +88,24 @@ def slug(text: str, default: str = "run") -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or default
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back: there is no getter before Python 3.13's os)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
     """Call write(f) on a temporary file beside `path` (opened with `mode`), then rename it into place: readers never
-    see half a file. The one atomic writer of the package (results, recordings, benchmarks, data caches)."""
+    see half a file. The one atomic writer of the package (results, recordings, benchmarks, data caches). The file
+    gets the permissions a plain open() would give it (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

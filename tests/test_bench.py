@@ -135,6 +135,21 @@ def test_write_results_is_atomic_with_provenance_and_load_latest_picks_the_newes
     assert bench.load_latest(tmp_path / "empty") is None
 
 
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """Files written through lconv.results.atomic_write are 0666 less the umask (mkstemp's temporary file is 0600:
+    found by the new-user walk, every results file was private)."""
+    from lconv.results import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        p = atomic_write(tmp_path / "a.txt", lambda f: f.write("x"), mode="w")
+        assert p.stat().st_mode & 0o777 == 0o644 and p.read_text() == "x"
+        os.umask(0o077)
+        assert atomic_write(tmp_path / "b.txt", lambda f: f.write("y"), mode="w").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
 def test_results_table_and_plot_from_recorded_results():
     res = synthetic_results()
     table = bench.results_table(res, "fwd", "float16")
