@@ -111,14 +111,18 @@ def pytest_unconfigure(config):
 
 def record(tests, out: Path) -> list[dict]:
     """Run the pytest selection `tests` under Triton's interpreter with the recording plugin; return (and leave in
-    `out`) the distinct specialisations launched. RuntimeError when the tests fail (their output's end attached)."""
+    `out`) the distinct specialisations launched. ValueError when pytest finds nothing at `tests`, RuntimeError when
+    the tests fail (their output's end attached)."""
     env = dict(os.environ, TRITON_INTERPRET="1", **{OUT_ENV: str(out)})
     cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-W", "ignore",
            "-p", "lconv.kernels.compile_check", *tests]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    output = (run.stdout + run.stderr).strip()
+    if run.returncode in (4, 5):  # pytest: usage error (a path or node id not found) / nothing collected
+        raise ValueError(f"--tests {' '.join(tests)}: pytest found nothing to run there (rc {run.returncode}): "
+                         f"{output.splitlines()[-1] if output else ''}")
     if run.returncode != 0:
-        raise RuntimeError(f"the recorded tests failed (rc {run.returncode}): fix them first\n"
-                           f"{(run.stdout + run.stderr)[-3000:]}")
+        raise RuntimeError(f"the recorded tests failed (rc {run.returncode}): fix them first\n{output[-3000:]}")
     return json.loads(Path(out).read_text())
 
 
@@ -184,13 +188,25 @@ def compile_all(specs: list[dict], archs=(90,), jobs: int | None = None, progres
     for (spec, arch), r in zip(todo, results):
         limit = SHARED_LIMIT.get(arch)
         fits = r["ok"] and (limit is None or r["shared"] <= limit)
-        rows.append({"kernel": spec["kernel"].rsplit(".", 1)[1], "arch": arch, "constexprs": spec["constexprs"],
-                     "options": spec["options"], **r, "fits": fits})
+        rows.append({"kernel": spec["kernel"].rsplit(".", 1)[1], "arch": arch, "dtype": row_dtype(spec),
+                     "constexprs": spec["constexprs"], "options": spec["options"], **r, "fits": fits})
     return rows
 
 
-def summary(rows: list[dict]) -> str:
-    """A few lines: counts, compile seconds, failures and shared-memory misses with their settings, worst spills."""
+def row_dtype(spec: dict) -> str:
+    """The rows' dtype of a specialisation: fp16 or bf16 when a pointer has it, else fp32 (tables are always fp32)."""
+    return next((t[1:] for t in spec["signature"].values() if t in ("*fp16", "*bf16")), "fp32")
+
+
+def _settings(r: dict) -> str:
+    sizes = ", ".join(f"{k}={r['constexprs'][k]}" for k in ("N1", "N2", "N0", "M", "M1", "M2") if k in r["constexprs"])
+    return f"sm_{r['arch']} {r['kernel']} {r['dtype']} {sizes}, {r['options'].get('num_warps')} warps"
+
+
+def summary(rows: list[dict], worst: int = 5) -> str:
+    """A few lines: counts, compile seconds, failures and shared-memory misses with their settings, the `worst`
+    spills. ptxas reports 32 registers for some kernels whose demand far exceeds the register file (everything then
+    lives in a stack frame): read the spill bytes there, not the register count."""
     bad = [r for r in rows if not r["ok"]]
     over = [r for r in rows if r["ok"] and not r["fits"]]
     spills = sorted((r for r in rows if r["ok"] and r.get("spill_stores")), key=lambda r: -r["spill_stores"])
@@ -199,13 +215,14 @@ def summary(rows: list[dict]) -> str:
              f"{len(spills)} spill); compile time {secs:.0f} s on one core, "
              f"slowest {max((r['seconds'] for r in rows), default=0):.1f} s"]
     for r in bad:
-        lines.append(f"FAILED sm_{r['arch']} {r['kernel']} {r['options']} {r['constexprs']}: {r['error']}")
+        lines.append(f"FAILED {_settings(r)} {r['constexprs']}: {r['error']}")
     for r in over:
-        lines.append(f"OVER sm_{r['arch']} {r['kernel']} {r['options']} {r['constexprs']}: {r['shared']} B shared")
-    for r in spills[:5]:
-        lines.append(f"spill sm_{r['arch']} {r['kernel']} {r['options']} "
-                     f"N1/N2/N0/M={[r['constexprs'].get(k) for k in ('N1', 'N2', 'N0', 'M')]}: "
-                     f"{r['spill_stores']} B stores, {r['regs']} registers")
+        lines.append(f"OVER {_settings(r)}: {r['shared']} B shared")
+    if spills:
+        lines.append(f"the {min(worst, len(spills))} largest spills of {len(spills)} (bytes stored per thread):")
+    for r in spills[:worst]:
+        lines.append(f"  {_settings(r)}: {r['spill_stores']} B, {r['regs']} registers, "
+                     f"{r['shared'] / 1024:.0f} KB shared")
     return "\n".join(lines)
 
 
@@ -214,11 +231,11 @@ def main(argv=None) -> int:
     from .probe import ptxas_path
 
     parser = argparse.ArgumentParser(prog="python -m lconv.kernels.compile_check",
-                                     description=__doc__.split("\n")[0])
+                                     description="C" + " ".join(__doc__.split("\n\n")[0].split()[3:])[1:])
     parser.add_argument("--tests", nargs="+", default=list(TEST_FILES), help="pytest selection to record")
     parser.add_argument("--arch", type=int, nargs="+", default=[90], help="sm_ targets (default: 90, the H100/H200)")
     parser.add_argument("--jobs", type=int, default=None, help="compiling processes (default: every CPU)")
-    parser.add_argument("--out", default="build/compile_check.json", help="recorded specialisations and results")
+    parser.add_argument("--out", default="build/compile_check.json", help="the results (default: %(default)s); the recorded specialisations go beside it as .specs.json")
     args = parser.parse_args(argv)
     if ptxas_path() is None:
         print("no ptxas in the Triton install: nothing to compile with")
@@ -226,15 +243,22 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    specs = record(args.tests, out.with_suffix(".specs.json"))
+    try:
+        specs = record(args.tests, out.with_suffix(".specs.json"))
+    except (ValueError, RuntimeError) as e:
+        print(e, file=sys.stderr)
+        return 2
     print(f"recorded {len(specs)} distinct specialisations from {' '.join(args.tests)} "
           f"({time.perf_counter() - t0:.0f} s under the interpreter)", flush=True)
+    if not specs:
+        print("these tests launched no kernel (through kernels.launch.launch): nothing to compile")
+        return 1
+
     def progress(i, n):
-        if i % 10 == 0 or i == n:
-            print(f"\r{i}/{n} compiled", end="\n" if i == n else "", flush=True)
+        if i % 50 == 0 or i == n:
+            print(f"{i}/{n} compiled", flush=True)
 
     rows = compile_all(specs, tuple(args.arch), args.jobs, progress)
-
     write_json_atomic(out, rows)
     print(summary(rows))
     print(f"rows: {out}")

@@ -102,7 +102,7 @@ def test_recorded_specialisations_compile_for_sm_90_and_failures_are_reported(mo
         pytest.skip("Triton's ptxas is not installed: nothing to compile with")
     good, bad = rows
     assert good["ok"] and good["fits"] and good["target"] == "sm_90a" and 0 < good["shared"] <= 227 * 1024
-    assert good["kernel"] == "flash_butterfly_fwd_kernel" and good["seconds"] > 0
+    assert good["kernel"] == "flash_butterfly_fwd_kernel" and good["seconds"] > 0 and good["dtype"] == "fp16"
     assert not bad["ok"] and not bad["fits"] and "power of 2" in bad["error"].lower().replace("two", "2")
     assert text[0].startswith("2 specialisations compiled (1 failed") and any(t.startswith("FAILED") for t in text)
 
@@ -114,5 +114,7 @@ def test_record_runs_the_tests_under_the_interpreter_and_collects_distinct_launc
     names = sorted({s["kernel"].rsplit(".", 1)[1] for s in specs})
     assert names == ["flash_butterfly_dk_kernel", "flash_butterfly_fwd_kernel", "k_f_half_kernel"]
     assert len({json.dumps(s, sort_keys=True) for s in specs}) == len(specs)  # distinct
-    with pytest.raises(RuntimeError, match="the recorded tests failed"):
+    with pytest.raises(ValueError, match="pytest found nothing to run there"):
         compile_check.record(["tests/test_kernels.py::no_such_test"], tmp_path / "none.json")
+    assert compile_check.main(["--tests", "tests/test_kernels.py::no_such_test", "--out",
+                               str(tmp_path / "cc.json")]) == 2
