@@ -136,6 +136,13 @@ def pytest_workers(smoke: bool) -> int:
 # Stages that run in a child process: python -m lconv.kernels.device_check --stage NAME --part FILE
 # ---------------------------------------------------------------------------------------------------------------
 
+def _pass_line(r: dict) -> str:
+    """One three-pass launch of the passes stage: ms and GB/s ('–' where not timed) and the bytes io_model counts."""
+    ms = "–" if r["ms"] is None else f"{r['ms']:.3f}"
+    gbps = "–" if r["GBps"] is None else f"{r['GBps']:.0f}"
+    return f"{r['pass_']:>5}: {ms} ms, {r['bytes'] / 1e6:.1f} MB, {gbps} GB/s"
+
+
 def _write_part(path, part: dict) -> None:
     from lconv.results import write_json_atomic
 
@@ -193,8 +200,7 @@ def run_child_stage(stage: str, part_path: str, smoke: bool, deadline_s: float) 
             rows = bench.bench_three_pass_passes(device, N, B, H, timed=timed)
             part["passes"] = part.get("passes", []) + rows
             for r in rows:
-                print(f"passes N={N:>7} B={B} H={H} {r['pass_']:>5}: {r['ms']} ms, {r['bytes'] / 1e6:.1f} MB, "
-                      f"{r['GBps']} GB/s", flush=True)
+                print(f"passes N={N:>7} B={B} H={H} {_pass_line(r)}", flush=True)
             _write_part(part_path, part)
         else:
             part["complete"] = True
@@ -341,7 +347,8 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
                 status = "timed out"
             n = (len(part.get("rows", [])) or len(part.get("host", [])) or len(part.get("passes", []))
                  or (1 if part.get("s4d_128k") else 0))
-            record.update(status=status, detail="; ".join(part.get("notes", []) + [f"{n} results kept"]
+            kept = f"{n} results kept" if not smoke else f"{n} rows kept (smoke: run, not timed)"
+            record.update(status=status, detail="; ".join(part.get("notes", []) + [kept]
                                                          + ([f"rc {rc}: {output[-600:]}"] if status == "failed" else [])))
         record["seconds"] = round(time.monotonic() - t_stage, 1)
         results["stages"].append(record)
@@ -352,8 +359,7 @@ def run(out_dir, budget_s: float = 540.0, smoke: bool = False, stages=STAGES, te
     if results["passes"]:
         print("\nthree-pass forward by launch (ms, MB moved as kernels.io_model counts them, GB/s):")
         for r in results["passes"]:
-            print(f"  N={r['N']:>7} B={r['B']} H={r['H']} {r['pass_']:>5}: {r['ms']} ms, {r['bytes'] / 1e6:.1f} MB, "
-                  f"{r['GBps']} GB/s")
+            print(f"  N={r['N']:>7} B={r['B']} H={r['H']} {_pass_line(r)}")
     bench.print_targets(results["targets"])
     print("\nstages: " + ", ".join(f"{s['stage']} {s['status']} ({s['seconds']:.0f} s)" for s in results["stages"]))
     print(f"total {time.monotonic() - t0:.0f} s; wrote " + ", ".join(str(p) for p in paths.values())
