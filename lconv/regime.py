@@ -1,6 +1,6 @@
 r"""The regime study of notebook 02: where does a plain long convolution lose to Squash / Smooth, on real data?
 
-The paper's gap (long conv 69.5 → 86.1 LRA average with Squash, ../shared/PAPER.md claim 1) is a generalisation
+The paper's gap (long conv 69.5 → 86.1 LRA average with Squash, claim 1 of the README's ledger) is a generalisation
 gap: an unregularised kernel as long as the sequence has H·L free taps per layer to fit noise with. So the study
 trains the five models of the comparison (long conv, + Squash, + Smooth, + both, S4D: lconv.experiments
 .squash_smooth_variants) with everything else equal on sequential Fashion-MNIST, raster order ("smnist", L = 784)
@@ -11,7 +11,11 @@ point of that grid; `CELLS` names them, `STAGES` says which cells and seeds are 
     python -m lconv.regime record --stage grid --budget-s 3000      # one seed over the grid, resumable
     python -m lconv.regime record --stage seeds                      # seeds 1, 2 in the cells that matter
     python -m lconv.regime record --stage confirm                    # seeds 1, 2 where seed 0 showed the effect
+    python -m lconv.regime record --stage seeds-n4000                # seeds 1, 2 of the largest raster cell
+    python -m lconv.regime record --stage long                       # the paper-lr cell, 4× the steps
+    python -m lconv.regime record --stage kdrop                      # the paper-lr cell with kernel dropout 0.2
     python -m lconv.regime status                                     # what is recorded, what is pending
+    python -m lconv.regime table --readme                            # the README's table from the recordings
 
 Each (cell, seed) writes `results/regime/regime-<device>-quick-<hash>.json` through lconv.record.record (atomic rows,
 provenance, checkpoints under build/checkpoints/regime that resume an interrupted run). `load_regime` reads every
@@ -144,6 +148,17 @@ def record_stage(stage: str, *, seeds=None, cells=None, out_dir=REGIME_DIR, devi
             if not out[-1]["complete"]:
                 return out
     return out
+
+
+def stage_status(results_dir=REGIME_DIR) -> dict:
+    """Per stage of STAGES, the (cell, seed) pairs without a complete recording in `results_dir` (empty: complete)."""
+    done = set()
+    for path in Path(results_dir).glob(f"{STUDY}-*.json"):
+        rec = json.loads(path.read_text())
+        if rec.get("complete"):
+            done.add((rec["plans"][0]["task"], rec["seed"]))
+    return {stage: [(c, s) for s in seeds for c in cells if (c, s) not in done]
+            for stage, (cells, seeds) in STAGES.items()}
 
 
 # ---------------------------------------------------------------- reading the recordings
@@ -429,6 +444,9 @@ def main(argv=None):
             rec = json.loads(path.read_text())
             print(f"{path.name}: {rec['plans'][0]['task']}, seed {rec['seed']}, {len(rec['rows'])} runs, "
                   f"pending {len(rec.get('pending', []))}")
+        for stage, todo in stage_status(REGIME_DIR).items():
+            print(f"stage {stage}: " + ("complete" if not todo else "to record: " + "; ".join(
+                f"{c} seed {s}" for c, s in todo)))
 
 
 if __name__ == "__main__":

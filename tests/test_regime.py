@@ -62,6 +62,8 @@ def test_stages_record_one_file_per_cell_and_seed_and_load_back(tmp_path, monkey
     again = regime.record_stage("seeds", out_dir=tmp_path, device="cpu", ckpt_dir=tmp_path / "none", log=False)
     assert [r["rows"] for r in again] == [r["rows"] for r in recs] and not (tmp_path / "none").exists()
     assert regime.load_regime(tmp_path / "empty").empty
+    todo = regime.stage_status(tmp_path)
+    assert todo["seeds"] == [] and todo["grid"] and ("psmnist n1000 w32 klr-paper", 0) in todo["grid"]
 
 
 def _runs(diffs_by_seed, base_acc=0.7, n_test=2000, cell="c"):
