@@ -378,20 +378,23 @@ def ev_regime(src: Sources) -> Evidence | None:
     diffs = differences(runs, others=("+ Squash",))
     if diffs.empty:
         return None
-    best = diffs.loc[diffs.difference.idxmax()]
+    best = diffs.loc[(diffs.difference / diffs.se).idxmax()]  # the strongest evidence for the paper's direction
     worst = diffs.loc[diffs.difference.idxmin()]
     n_paper = int((diffs.verdict == "paper").sum())
     n_opp = int((diffs.verdict == "opposite").sum())
     return Evidence(value=float(best.difference), se=float(best.se), unit="points",
-                    statistic="+ Squash − long conv, test accuracy, in the cell most favourable to the paper",
+                    statistic="+ Squash − long conv, test accuracy, in the cell most favourable to the paper "
+                              "(largest difference / s.e.)",
                     task=f"{best.cell} ({int(best.seeds)} seed{'s' * int(best.seeds > 1)})",
                     scale=(f"{len(diffs)} cells: {runs.n_train.min()}–{runs.n_train.max()} images, width "
                            f"{runs.d_model.min()}–{runs.d_model.max()}, {runs.steps.min()}–{runs.steps.max()} steps"),
                     profile="quick",
                     device=str(runs.device.iloc[0]), origin="recorded", date=str(runs.date.max()),
                     commit=str(runs.commit.iloc[-1])[:12], source="results/regime/", comparability=DIRECTION,
-                    detail=(f"paper's direction beyond 2 s.e. in {n_paper} of {len(diffs)} cells, the opposite in "
-                            f"{n_opp}; worst {worst.cell} {worst.difference:+.1f} ± {worst.se:.1f}"))
+                    detail=(f"95 % interval {best.ci_low:+.1f} to {best.ci_high:+.1f} "
+                            f"({'Student t over seeds' if best.seeds > 1 else 'test set'}); paper's direction beyond "
+                            f"2 s.e. in {n_paper} of {len(diffs)} cells, the opposite in {n_opp}; worst {worst.cell} "
+                            f"{worst.difference:+.1f} ± {worst.se:.1f}"))
 
 
 @dataclasses.dataclass(frozen=True)
