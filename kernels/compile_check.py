@@ -18,8 +18,8 @@ steps:
 2. compile: each distinct specialisation is compiled by `triton.compile` for sm_<arch> in a pool of processes without
    the interpreter, then assembled by Triton's ptxas (`probe.ptxas_stats`): failures (with the compiler's message),
    shared memory per block against the target's limit (probe.SHARED_LIMIT), registers and spill bytes, and the
-   compile seconds — the sum is what a GPU session pays before its first test result (device-check spreads it over
-   pytest-xdist workers).
+   compile seconds, into an empty Triton cache unless --warm — the sum is what a fresh GPU machine pays before its
+   first test result (device-check spreads it over pytest-xdist workers).
 
 Exit status 1 when any specialisation fails to compile or needs more shared memory than the target has. The
 specialisation is Triton's as this file reconstructs it (16-byte-aligned tensors assumed), not read from the GPU
@@ -166,24 +166,36 @@ def _compile_job(job):
     return compile_one(spec, arch)
 
 
-def compile_all(specs: list[dict], archs=(90,), jobs: int | None = None, progress=None) -> list[dict]:
+def compile_all(specs: list[dict], archs=(90,), jobs: int | None = None, progress=None,
+                cold: bool = True) -> list[dict]:
     """compile_one for every (spec, arch) in a process pool of `jobs` (default: the CPUs this process may use);
-    rows in input order, each with kernel, arch, constexprs, options and the result."""
+    rows in input order, each with kernel, arch, dtype, constexprs, options and the result. cold: compile into an
+    empty Triton cache (a temporary TRITON_CACHE_DIR), so the seconds are what a fresh GPU machine pays; False uses
+    the user's cache (a rerun then reads most kernels from it)."""
+    import tempfile
+
     from .probe import SHARED_LIMIT
 
     todo = [(s, a) for a in archs for s in specs]
     jobs = jobs or len(os.sched_getaffinity(0))
-    env_interpret = os.environ.pop("TRITON_INTERPRET", None)  # the pool's processes must compile, not interpret:
-    try:  # spawned, so they import the kernels afresh without it
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = []
-            for i, r in enumerate(pool.map(_compile_job, todo)):
-                results.append(r)
-                if progress:
-                    progress(i + 1, len(todo))
-    finally:
-        if env_interpret is not None:
-            os.environ["TRITON_INTERPRET"] = env_interpret
+    saved = {k: os.environ.get(k) for k in ("TRITON_INTERPRET", "TRITON_CACHE_DIR")}
+    os.environ.pop("TRITON_INTERPRET", None)  # the pool's processes must compile, not interpret: spawned, they
+    with tempfile.TemporaryDirectory(prefix="lconv-compile-check-") as cache:  # import the kernels afresh
+        if cold:
+            os.environ["TRITON_CACHE_DIR"] = cache
+        try:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = []
+                for i, r in enumerate(pool.map(_compile_job, todo)):
+                    results.append(r)
+                    if progress:
+                        progress(i + 1, len(todo))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     rows = []
     for (spec, arch), r in zip(todo, results):
         limit = SHARED_LIMIT.get(arch)
@@ -212,7 +224,7 @@ def summary(rows: list[dict], worst: int = 5) -> str:
     spills = sorted((r for r in rows if r["ok"] and r.get("spill_stores")), key=lambda r: -r["spill_stores"])
     secs = sum(r["seconds"] for r in rows)
     lines = [f"{len(rows)} specialisations compiled ({len(bad)} failed, {len(over)} over the shared-memory limit, "
-             f"{len(spills)} spill); compile time {secs:.0f} s on one core, "
+             f"{len(spills)} spill); compile time {secs:.0f} s summed over the processes, "
              f"slowest {max((r['seconds'] for r in rows), default=0):.1f} s"]
     for r in bad:
         lines.append(f"FAILED {_settings(r)} {r['constexprs']}: {r['error']}")
@@ -235,6 +247,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tests", nargs="+", default=list(TEST_FILES), help="pytest selection to record")
     parser.add_argument("--arch", type=int, nargs="+", default=[90], help="sm_ targets (default: 90, the H100/H200)")
     parser.add_argument("--jobs", type=int, default=None, help="compiling processes (default: every CPU)")
+    parser.add_argument("--warm", action="store_true",
+                        help="use Triton's own cache (faster reruns; the compile seconds then undercount a fresh GPU "
+                             "machine's)")
     parser.add_argument("--out", default="build/compile_check.json", help="the results (default: %(default)s); the recorded specialisations go beside it as .specs.json")
     args = parser.parse_args(argv)
     if ptxas_path() is None:
@@ -258,7 +273,7 @@ def main(argv=None) -> int:
         if i % 50 == 0 or i == n:
             print(f"{i}/{n} compiled", flush=True)
 
-    rows = compile_all(specs, tuple(args.arch), args.jobs, progress)
+    rows = compile_all(specs, tuple(args.arch), args.jobs, progress, cold=not args.warm)
     write_json_atomic(out, rows)
     print(summary(rows))
     print(f"rows: {out}")
