@@ -12,6 +12,7 @@ point of that grid; `CELLS` names them, `STAGES` says which cells and seeds are 
     python -m lconv.regime record --stage seeds                      # seeds 1, 2 in the cells that matter
     python -m lconv.regime record --stage confirm                    # seeds 1, 2 where seed 0 showed the effect
     python -m lconv.regime record --stage seeds-n4000                # seeds 1, 2 of the largest raster cell
+    python -m lconv.regime record --stage seeds-w64                  # seeds 1, 2 of the width-64 quick-lr cell
     python -m lconv.regime record --stage long                       # the paper-lr cell, 4× the steps
     python -m lconv.regime record --stage kdrop                      # the paper-lr cell with kernel dropout 0.2
     python -m lconv.regime status                                     # what is recorded, what is pending
@@ -102,6 +103,8 @@ STAGES = {
     # the largest raster-order cell: its first seed leaned the paper's way (Squash +2.1 ± 1.2 points, under two
     # binomial standard errors); two more seeds say whether that holds
     "seeds-n4000": (["smnist n4000 w32 klr-quick"], (1, 2)),
+    # the permuted cell whose first seed leaned most the paper's way (Squash +1.7 ± 1.4 points at width 64)
+    "seeds-w64": (["psmnist n1000 w64 klr-quick"], (1, 2)),
 }
 
 
