@@ -164,7 +164,16 @@ class Chromium:
         if getattr(self, "_log", None):
             self._log.close()
         if getattr(self, "_profile", None):
-            self._profile.cleanup()
+            # chromium's helper processes can still write into the profile for a moment after the browser exits
+            # ("Directory not empty" from one CI run): retry, then leave what is left to the OS's /tmp cleaning
+            for _ in range(10):
+                try:
+                    self._profile.cleanup()
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                shutil.rmtree(self._profile.name, ignore_errors=True)
 
     def send(self, method: str, **params) -> dict:
         """Call a DevTools method and return its result; events that arrive meanwhile are kept in `events`."""
